@@ -1,0 +1,5 @@
+# Copyright (c) rat-monai contributors
+# Licensed under the Apache License, Version 2.0
+"""rat_monai.inference"""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+# Copyright (c) rat-monai contributors
+# Licensed under the Apache License, Version 2.0
+from __future__ import annotations
