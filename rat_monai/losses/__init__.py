@@ -3,3 +3,7 @@
 """rat_monai.losses"""
 
 from __future__ import annotations
+
+from .focal_region import FocalRegionLoss, region_mean_error
+
+__all__ = ["FocalRegionLoss", "region_mean_error"]
