@@ -1,0 +1,281 @@
+# Copyright (c) rat-monai contributors
+# Licensed under the Apache License, Version 2.0
+"""Writing a restored volume back as a DICOM series (one file per source slice) or as NIfTI.
+
+The DICOM writer derives every output slice from its source slice: the source header is copied (patient, study,
+frame of reference, geometry and modality tags such as PET ``Units``/decay/radiopharmaceutical), then the identity of
+the new instance is set (new SeriesInstanceUID shared by the series, new SOPInstanceUID per file, ImageType
+``DERIVED\\SECONDARY``, DerivationDescription, suffixed SeriesDescription, new SeriesNumber, a SourceImageSequence
+pointing at the source slice) and the pixel data is replaced by the float values re-quantised to int16 with a
+per-slice RescaleSlope/RescaleIntercept chosen from that slice's range (see :func:`quantize_slice`). Output files are
+always uncompressed Explicit VR Little Endian, whatever the source's transfer syntax.
+
+Volume convention (as ``rat_monai.data.load_volume``): a volume ``[X, Y, Z]`` (or channel-first ``[1, X, Y, Z]``)
+whose ``volume[:, :, z].T`` is the ``[rows, columns]`` pixel array of the z-th source file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.errors import InvalidDicomError
+from pydicom.sequence import Sequence as DicomSequence
+from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, generate_uid
+from pydicom.valuerep import format_number_as_ds
+from tqdm import tqdm
+
+__all__ = ["quantize_slice", "write_dicom_series", "write_nifti", "DEFAULT_SERIES_SUFFIX"]
+
+DEFAULT_SERIES_SUFFIX = " RAT restored"
+
+# tags whose value refers to the OLD stored pixel values (or the old encoding) and would be wrong after re-quantising
+_STALE_PIXEL_TAGS = (
+    "SmallestImagePixelValue",
+    "LargestImagePixelValue",
+    "SmallestPixelValueInSeries",
+    "LargestPixelValueInSeries",
+    "PixelPaddingValue",
+    "PixelPaddingRangeLimit",
+    "RedPaletteColorLookupTableDescriptor",
+    "ModalityLUTSequence",
+    "FloatPixelData",
+    "DoubleFloatPixelData",
+    "ExtendedOffsetTable",
+    "ExtendedOffsetTableLengths",
+)
+_INT16_MIN, _INT16_MAX = -32768, 32767
+_LO_MAX = 64  # maximum length of a LO (long string) value such as SeriesDescription
+
+
+def _ds_value(x: float) -> float:
+    """``x`` rounded to what a DICOM DS string (16 characters at most) can hold, as the float a reader will parse."""
+    return float(format_number_as_ds(float(x)))
+
+
+def quantize_slice(values: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """Re-quantise a float slice to int16 with a slope/intercept chosen from the slice's own range.
+
+    The slope spreads ``[min, max]`` over 65534 int16 steps, so the round-trip error ``|slope * stored + intercept -
+    value|`` is at most half a step, ``(max - min) / 131068`` (below 0.001 % of the slice range). The intercept is
+    snapped to a multiple of the slope so that 0 (e.g. PET background) stays (almost exactly) 0. Slope and intercept
+    are rounded to DICOM DS precision BEFORE quantising, so the values a reader reconstructs are the ones checked here.
+    A constant slice is stored as zeros with slope 1 and the constant as intercept.
+
+    Args:
+        values: 2D float array (any shape works), finite.
+
+    Returns:
+        ``(stored, slope, intercept)`` with ``stored`` int16 of the same shape and
+        ``stored * slope + intercept ~= values``.
+
+    Raises:
+        ValueError: if ``values`` is empty or holds NaN or infinite values.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    if v.size == 0:
+        raise ValueError("quantize_slice: the slice is empty.")
+    if not np.all(np.isfinite(v)):
+        raise ValueError(
+            f"quantize_slice: the slice holds {int(np.sum(~np.isfinite(v)))} NaN/infinite values; "
+            "DICOM integer pixel data cannot store them (check the network output)."
+        )
+    lo, hi = float(v.min()), float(v.max())
+    span = hi - lo
+    if span <= max(abs(lo), abs(hi), 1.0) * 1e-12:  # constant slice
+        intercept = _ds_value(lo)
+        return np.zeros(v.shape, dtype=np.int16), 1.0, intercept
+    slope = _ds_value(span / 65534.0)
+    if slope <= 0:  # span below DS resolution: fall back to the smallest representable step
+        slope = float(format_number_as_ds(span / 65534.0 + np.finfo(np.float64).tiny))
+    centre = lo + 32767.0 * slope  # maps lo -> -32767, hi -> ~ +32767
+    intercept = _ds_value(slope * np.round(centre / slope))
+    stored = np.clip(np.rint((v - intercept) / slope), _INT16_MIN, _INT16_MAX).astype(np.int16)
+    return stored, slope, intercept
+
+
+def _as_xyz(volume: np.ndarray) -> np.ndarray:
+    vol = np.asarray(volume.detach().cpu() if hasattr(volume, "detach") else volume)
+    if vol.ndim == 4:
+        if vol.shape[0] != 1:
+            raise ValueError(f"expected a single-channel volume [1, X, Y, Z], got shape {tuple(vol.shape)}.")
+        vol = vol[0]
+    if vol.ndim != 3:
+        raise ValueError(f"expected a volume [X, Y, Z] or [1, X, Y, Z], got shape {tuple(vol.shape)}.")
+    return vol
+
+
+def _read_source(path: str | os.PathLike) -> Dataset:
+    try:
+        return pydicom.dcmread(os.fspath(path), stop_before_pixels=True)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"source DICOM slice not found: {path} (was the input series moved?)") from None
+    except (InvalidDicomError, OSError, ValueError, EOFError) as e:
+        raise ValueError(f"cannot read the source DICOM slice {path}: {e}") from e
+
+
+def _derived_image_type(src: Dataset) -> list[str]:
+    old = list(src.get("ImageType", []) or [])
+    if isinstance(old, str):
+        old = [old]
+    return ["DERIVED", "SECONDARY"] + [str(v) for v in old[2:]]
+
+
+def _derive_slice(
+    src: Dataset,
+    stored: np.ndarray,
+    slope: float,
+    intercept: float,
+    *,
+    series_uid: str,
+    series_number: int,
+    series_description: str,
+    derivation_description: str,
+) -> Dataset:
+    ds = src  # already a private copy read from disk
+    old_sop_class = ds.get("SOPClassUID", None)
+    old_sop_instance = ds.get("SOPInstanceUID", None)
+    sop_uid = generate_uid()
+
+    # identity of the derived instance
+    ds.SOPInstanceUID = sop_uid
+    ds.SeriesInstanceUID = series_uid
+    ds.SeriesNumber = series_number
+    ds.SeriesDescription = series_description[:_LO_MAX]
+    ds.ImageType = _derived_image_type(src)
+    ds.DerivationDescription = derivation_description[:1024]
+    if old_sop_class is not None and old_sop_instance is not None:
+        ref = Dataset()
+        ref.ReferencedSOPClassUID = old_sop_class
+        ref.ReferencedSOPInstanceUID = old_sop_instance
+        ds.SourceImageSequence = DicomSequence([ref])
+
+    # pixel module: native signed 16 bit, the source's geometry and photometric interpretation kept
+    for keyword in _STALE_PIXEL_TAGS:
+        if keyword in ds:
+            delattr(ds, keyword)
+    ds.SamplesPerPixel = 1
+    if ds.get("PhotometricInterpretation", "") not in ("MONOCHROME1", "MONOCHROME2"):
+        ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows, ds.Columns = int(stored.shape[0]), int(stored.shape[1])
+    ds.BitsAllocated = 16
+    ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 1
+    ds.RescaleSlope = format_number_as_ds(slope)
+    ds.RescaleIntercept = format_number_as_ds(intercept)
+    for keyword in ("NumberOfFrames", "PlanarConfiguration"):
+        if keyword in ds:
+            delattr(ds, keyword)
+    ds.PixelData = np.ascontiguousarray(stored.astype("<i2")).tobytes()
+    ds["PixelData"].VR = "OW"
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = old_sop_class if old_sop_class is not None else ds.get("SOPClassUID")
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    ds.file_meta = meta
+    return ds
+
+
+def write_dicom_series(
+    volume: np.ndarray,
+    source_files: Sequence[str | os.PathLike],
+    output_dir: str | os.PathLike,
+    *,
+    series_description_suffix: str = DEFAULT_SERIES_SUFFIX,
+    derivation_description: str = "Restored by rat-monai",
+    series_number: int | None = None,
+    series_instance_uid: str | None = None,
+    progress: bool = False,
+) -> list[str]:
+    """Write ``volume`` as a derived DICOM series, one file per source slice, into ``output_dir``.
+
+    Args:
+        volume: float array ``[X, Y, Z]`` or ``[1, X, Y, Z]`` in the units the source series stores (HU for CT, the
+            source ``Units`` e.g. Bq/ml for PET); ``volume[:, :, z].T`` is written from ``source_files[z]``.
+        source_files: the source slice files in the volume's z order (``meta["dicom_files"]`` of ``load_volume``).
+        output_dir: folder for the new files (created if missing). Files are named ``slice_0000.dcm`` ... in z order.
+        series_description_suffix: appended to the source SeriesDescription. Defaults to ``" RAT restored"``.
+        derivation_description: the DerivationDescription tag. Defaults to ``"Restored by rat-monai"``.
+        series_number: SeriesNumber of the new series. Defaults to the source SeriesNumber + 1000.
+        series_instance_uid: the new SeriesInstanceUID. Defaults to a fresh ``pydicom.uid.generate_uid()``.
+        progress: show a tqdm progress bar. Defaults to False.
+
+    Returns:
+        the written file paths, in z order.
+
+    Raises:
+        ValueError: if the number of source files is not the number of slices, a slice's shape differs from its
+            source's Rows x Columns, a source file is unreadable, or the volume holds NaN/infinite values.
+        FileNotFoundError: if a source file is missing.
+    """
+    vol = _as_xyz(volume)
+    files = [os.fspath(f) for f in source_files]
+    if len(files) != vol.shape[2]:
+        raise ValueError(
+            f"write_dicom_series: {len(files)} source files for a volume of {vol.shape[2]} slices "
+            f"(shape {tuple(vol.shape)}); pass meta['dicom_files'] of the loaded volume."
+        )
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    series_uid = series_instance_uid or generate_uid()
+    written: list[str] = []
+    for z, src_path in enumerate(tqdm(files, desc="write DICOM", unit="slice", disable=not progress)):
+        src = _read_source(src_path)
+        rows, cols = int(src.get("Rows", 0)), int(src.get("Columns", 0))
+        plane = vol[:, :, z].T
+        if plane.shape != (rows, cols):
+            raise ValueError(
+                f"write_dicom_series: slice {z} has shape {plane.shape} (rows, cols) but its source {src_path} is "
+                f"{rows} x {cols}."
+            )
+        stored, slope, intercept = quantize_slice(plane)
+        number = series_number if series_number is not None else int(src.get("SeriesNumber", 0) or 0) + 1000
+        description = str(src.get("SeriesDescription", "") or "") + series_description_suffix
+        ds = _derive_slice(
+            src,
+            stored,
+            slope,
+            intercept,
+            series_uid=series_uid,
+            series_number=number,
+            series_description=description,
+            derivation_description=derivation_description,
+        )
+        path = out / f"slice_{z:04d}.dcm"
+        ds.save_as(path, implicit_vr=False, little_endian=True, enforce_file_format=True)
+        written.append(str(path))
+    return written
+
+
+def write_nifti(volume: np.ndarray, affine: np.ndarray, path: str | os.PathLike) -> str:
+    """Write ``volume`` as a float32 NIfTI-1 file with the given RAS ``affine`` (nibabel/MONAI convention).
+
+    Both the sform and the qform are set to ``affine`` (code 1, scanner), so nibabel, MONAI and ITK read the same
+    geometry back.
+
+    Args:
+        volume: float array ``[X, Y, Z]`` or ``[1, X, Y, Z]``.
+        affine: 4x4 voxel-to-RAS-world matrix (``MetaTensor.affine`` of the input volume).
+        path: output file (``.nii`` or ``.nii.gz``).
+
+    Returns:
+        the written path.
+    """
+    vol = _as_xyz(volume).astype(np.float32, copy=False)
+    aff = np.asarray(affine.detach().cpu() if hasattr(affine, "detach") else affine, dtype=np.float64)
+    if aff.shape != (4, 4):
+        raise ValueError(f"write_nifti: the affine must be 4x4, got shape {aff.shape}.")
+    img = nib.Nifti1Image(vol, aff)
+    img.set_sform(aff, code=1)
+    img.set_qform(aff, code=1)
+    img.header.set_xyzt_units("mm", "sec")
+    nib.save(img, os.fspath(path))
+    return os.fspath(path)
