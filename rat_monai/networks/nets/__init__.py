@@ -3,3 +3,4 @@
 """rat_monai.networks.nets"""
 
 from __future__ import annotations
+from .rat import RAT, StackedRegionRAT

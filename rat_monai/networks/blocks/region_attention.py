@@ -1,0 +1,222 @@
+# Copyright (c) rat-monai contributors
+# Licensed under the Apache License, Version 2.0
+"""Region attention (R-MSA, RAT paper Eqs. 2-4): multi-head self-attention restricted to tokens of the same region.
+
+Two implementations compute the same function:
+
+- ``"dense"`` -- the reference: a boolean ``[B, 1, N, N]`` same-region mask (a broadcast label-equality comparison)
+  passed to :func:`torch.nn.functional.scaled_dot_product_attention`. Cross-region pairs get ``-inf`` logits, so it
+  is exact within-region attention (the published ``-1000`` additive mask is only exact while logits stay far below
+  1000). Memory is O(N^2) per head: at a 512x512 slice (16,384 latent tokens) one float32 score matrix is 1 GiB.
+- ``"packed"`` (default) -- never builds an ``N x N`` tensor. Tokens are sorted by (batch item, region); the regions
+  ("segments") are grouped into buckets by size (next power of two, so padding wastes at most half a bucket); each
+  bucket runs as one padded ``[n_segments, heads, S, d]`` attention with a key-padding mask, with the queries of
+  large buckets processed in chunks so that one score block holds at most ``score_budget`` elements; the outputs are
+  scattered back to the original token order. The Python loops run over size buckets (at most ``log2(N) + 1``) and
+  query chunks, never over regions. Both paths support autograd and ``torch.jit.script``.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["region_attention", "RegionSelfAttention", "REGION_ATTENTION_IMPLS", "DEFAULT_SCORE_BUDGET"]
+
+#: Valid values of ``impl`` / ``region_attention``.
+REGION_ATTENTION_IMPLS = ("packed", "dense")
+#: Default maximum number of elements of one attention score block in the packed path (2**25 float32 = 128 MiB).
+DEFAULT_SCORE_BUDGET = 2**25
+
+
+def _dense_region_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, regions: torch.Tensor, scale: Optional[float]
+) -> torch.Tensor:
+    """Reference: boolean same-region mask ``[B, 1, N, N]`` and one SDPA call."""
+    mask = (regions.unsqueeze(2) == regions.unsqueeze(1)).unsqueeze(1)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+
+
+def _packed_region_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    regions: torch.Tensor,
+    scale: Optional[float],
+    score_budget: int = DEFAULT_SCORE_BUDGET,
+) -> torch.Tensor:
+    """Exact within-region attention without an ``N x N`` tensor (see the module docstring)."""
+    b, h, n, d = q.shape
+    dv = v.shape[-1]
+    device = q.device
+    # segment id per token: (batch item, region), relabelled densely; labels may be any integers
+    flat = regions.reshape(-1).to(torch.int64)
+    _, dense_label = torch.unique(flat, sorted=True, return_inverse=True)
+    num_labels = int(dense_label.max().item()) + 1
+    batch_index = torch.arange(b, device=device, dtype=torch.int64).repeat_interleave(n)
+    key = batch_index * num_labels + dense_label
+    _, seg_of_token, counts = torch.unique(key, sorted=True, return_inverse=True, return_counts=True)
+    order = torch.argsort(seg_of_token, stable=True)  # token indices (into B*N), grouped by segment
+    starts = torch.cumsum(counts, 0) - counts
+    # size bucket of each segment: ceil(log2(count)), exact in integers
+    powers = torch.pow(2, torch.arange(0, 63, device=device, dtype=torch.int64))
+    level = torch.bucketize(counts, powers)
+    levels = torch.unique(level, sorted=True)
+
+    # token-major [B*N, heads, d] views
+    qf = q.transpose(1, 2).reshape(b * n, h, d)
+    kf = k.transpose(1, 2).reshape(b * n, h, d)
+    vf = v.transpose(1, 2).reshape(b * n, h, dv)
+
+    out_index: List[torch.Tensor] = []
+    out_value: List[torch.Tensor] = []
+    for li in range(levels.numel()):
+        segs = torch.nonzero(level == levels[li]).squeeze(1)
+        seg_counts = counts[segs]
+        seg_starts = starts[segs]
+        s = int(seg_counts.max().item())
+        ns = segs.numel()
+        ar = torch.arange(s, device=device, dtype=torch.int64)
+        valid = ar.unsqueeze(0) < seg_counts.unsqueeze(1)  # [ns, s]
+        pos = seg_starts.unsqueeze(1) + ar.unsqueeze(0)
+        pos = torch.where(valid, pos, seg_starts.unsqueeze(1))  # padding repeats a real token of the segment
+        tok = order[pos]  # [ns, s]
+        qs = qf[tok].permute(0, 2, 1, 3)  # [ns, h, s, d]
+        ks = kf[tok].permute(0, 2, 1, 3)
+        vs = vf[tok].permute(0, 2, 1, 3)
+        mask: Optional[torch.Tensor] = None
+        if not bool(valid.all()):
+            mask = valid.view(ns, 1, 1, s)  # key padding mask; every row keeps >= 1 real key
+        chunk = max(1, score_budget // max(1, ns * h * s))
+        if chunk >= s:
+            o = F.scaled_dot_product_attention(qs, ks, vs, attn_mask=mask, scale=scale)
+        else:
+            parts: List[torch.Tensor] = []
+            for c0 in range(0, s, chunk):
+                parts.append(F.scaled_dot_product_attention(qs[:, :, c0 : c0 + chunk], ks, vs, attn_mask=mask, scale=scale))
+            o = torch.cat(parts, dim=2)
+        o = o.permute(0, 2, 1, 3)  # [ns, s, h, dv]
+        out_index.append(tok[valid])
+        out_value.append(o[valid])
+    index = torch.cat(out_index)
+    value = torch.cat(out_value)
+    out = value.new_zeros(b * n, h, dv).index_copy(0, index, value)
+    return out.reshape(b, n, h, dv).transpose(1, 2)
+
+
+def _region_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    regions: torch.Tensor,
+    scale: Optional[float],
+    impl: str,
+    score_budget: int = DEFAULT_SCORE_BUDGET,
+) -> torch.Tensor:
+    """Scriptable dispatcher without argument checks (used by the modules, which validate at construction)."""
+    if impl == "dense":
+        return _dense_region_attention(q, k, v, regions, scale)
+    return _packed_region_attention(q, k, v, regions, scale, score_budget)
+
+
+def region_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    regions: torch.Tensor,
+    scale: float | None = None,
+    impl: str = "packed",
+    score_budget: int = DEFAULT_SCORE_BUDGET,
+) -> torch.Tensor:
+    """Multi-head attention where token i attends to token j only when ``regions[b, i] == regions[b, j]``.
+
+    ``softmax(scale * q k^T) v`` per head, restricted to each region (exact: cross-region weights are exactly 0).
+
+    Args:
+        q: queries ``[B, heads, N, d]``.
+        k: keys ``[B, heads, N, d]``.
+        v: values ``[B, heads, N, dv]``.
+        regions: integer region labels ``[B, N]``; any integers (non-contiguous and negative are fine). Each batch
+            item has its own map.
+        scale: logit scale. Defaults to None, meaning ``d ** -0.5`` (SDPA's default); RAT passes
+            ``num_heads ** -0.5`` (see :class:`RegionSelfAttention`).
+        impl: ``"packed"`` (memory-light, default) or ``"dense"`` (the boolean-mask reference).
+        score_budget: packed only: maximum number of elements of one score block; larger regions are processed in
+            query chunks. Defaults to ``DEFAULT_SCORE_BUDGET`` (2**25).
+
+    Returns:
+        ``[B, heads, N, dv]``, in the dtype of ``q``.
+
+    Raises:
+        ValueError: when ``impl`` is unknown, shapes disagree, or ``regions`` is not an integer tensor.
+    """
+    if impl not in REGION_ATTENTION_IMPLS:
+        raise ValueError(f"impl must be one of {REGION_ATTENTION_IMPLS}, got {impl!r}.")
+    if q.ndim != 4 or k.shape != q.shape or v.shape[:3] != q.shape[:3]:
+        raise ValueError(
+            f"q, k, v must be [B, heads, N, d] with matching B, heads, N (and d for q/k); got q {tuple(q.shape)}, "
+            f"k {tuple(k.shape)}, v {tuple(v.shape)}."
+        )
+    if regions.shape != (q.shape[0], q.shape[2]):
+        raise ValueError(f"regions must be [B, N] = {(q.shape[0], q.shape[2])}, got {tuple(regions.shape)}.")
+    if regions.is_floating_point() or regions.is_complex() or regions.dtype == torch.bool:
+        raise ValueError(f"regions must be an integer tensor of labels, got dtype {regions.dtype}.")
+    if score_budget < 1:
+        raise ValueError(f"score_budget must be a positive integer, got {score_budget}.")
+    if q.shape[2] == 0 or q.shape[0] == 0:
+        return q.new_zeros(q.shape[:3] + (v.shape[-1],))
+    return _region_attention(q, k, v, regions, scale, impl, score_budget)
+
+
+class RegionSelfAttention(nn.Module):
+    """R-MSA on a ``[B, C, H, W]`` map with a ``[B, H, W]`` region map (the RAT authors' ``ra`` module).
+
+    ``qkv`` is a 1x1 convolution C -> 3C whose output channels are ordered (q/k/v, head, head channel), i.e. channel
+    ``s * C + head * (C // heads) + c``; ``proj`` is the 1x1 output convolution. Tokens are the pixels in row-major
+    order. The logit scale defaults to the published ``num_heads ** -0.5`` (the paper calls the normaliser "the head
+    number"; the authors' code uses exactly this), not the usual ``head_dim ** -0.5``; keep it for weight parity.
+
+    Args:
+        channels: number of channels C (divisible by ``num_heads``).
+        num_heads: number of heads. Defaults to 8.
+        attn_scale: logit scale. Defaults to None, meaning ``num_heads ** -0.5``.
+        impl: ``"packed"`` or ``"dense"``, see :func:`region_attention`. Defaults to "packed".
+        score_budget: see :func:`region_attention`. Defaults to ``DEFAULT_SCORE_BUDGET``.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        num_heads: int = 8,
+        attn_scale: float | None = None,
+        impl: str = "packed",
+        score_budget: int = DEFAULT_SCORE_BUDGET,
+    ) -> None:
+        super().__init__()
+        if num_heads < 1 or channels % num_heads:
+            raise ValueError(f"channels ({channels}) should be divisible by num_heads ({num_heads}).")
+        if impl not in REGION_ATTENTION_IMPLS:
+            raise ValueError(f"region attention impl must be one of {REGION_ATTENTION_IMPLS}, got {impl!r}.")
+        if score_budget < 1:
+            raise ValueError(f"score_budget must be a positive integer, got {score_budget}.")
+        self.num_heads = num_heads
+        self.scale = float(num_heads**-0.5 if attn_scale is None else attn_scale)
+        self.impl = impl
+        self.score_budget = int(score_budget)
+        self.qkv = nn.Conv2d(channels, channels * 3, 1)
+        self.proj = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, x: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
+        """
+        Args:
+            x: ``[B, C, H, W]``.
+            regions: integer labels ``[B, H, W]`` at the resolution of ``x``.
+        """
+        b, c, hh, ww = x.shape
+        qkv = self.qkv(x).reshape(b, 3, self.num_heads, c // self.num_heads, hh * ww).transpose(3, 4)
+        q, k, v = qkv.unbind(1)  # [B, heads, N, d]
+        o = _region_attention(q, k, v, regions.reshape(b, hh * ww), self.scale, self.impl, self.score_budget)
+        return self.proj(o.transpose(2, 3).reshape(b, c, hh, ww))
