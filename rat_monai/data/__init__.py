@@ -3,3 +3,6 @@
 """rat_monai.data"""
 
 from __future__ import annotations
+from .dicom import SliceSpacingWarning, list_dicom_series  # noqa: E402
+from .normalization import denormalize_units, normalize_units  # noqa: E402
+from .volume import load_volume  # noqa: E402

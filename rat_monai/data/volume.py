@@ -1,0 +1,210 @@
+# Copyright (c) rat-monai contributors
+# Licensed under the Apache License, Version 2.0
+"""``load_volume``: a DICOM series folder or a NIfTI file -> ``MetaTensor`` [1, X, Y, Z] in real units."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.data import MetaTensor
+from monai.transforms import LoadImage
+from monai.utils import SpaceKeys
+
+from .dicom import normalize_modality, read_dicom_series
+from .units import UNIT_CHOICES, resolve_units, suv_body_weight_factor
+
+__all__ = ["load_volume", "NIFTI_SUFFIXES"]
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+_UNIT_MODALITY = {"suv": "PT", "bqml": "PT", "hu": "CT"}
+
+
+def _is_nifti(path: Path) -> bool:
+    name = path.name.lower()
+    return any(name.endswith(s) for s in NIFTI_SUFFIXES)
+
+
+def _base_meta(path: Path) -> dict[str, Any]:
+    return {
+        "modality": None,
+        "units": None,
+        "suv_factor": None,
+        "filename_or_obj": str(path),
+        "series_instance_uid": None,
+        "study_instance_uid": None,
+        "dicom_files": [],
+        "slice_positions": [],
+        "spacing": None,
+    }
+
+
+def _positions_from_affine(affine: np.ndarray, nz: int) -> list[float]:
+    col = affine[:3, 2]
+    n = np.linalg.norm(col)
+    normal = col / n if n > 0 else np.array([0.0, 0.0, 1.0])
+    return [float((affine[:3, 3] + k * col) @ normal) for k in range(nz)]
+
+
+def _load_nifti(path: Path, units: str, modality: str | None) -> MetaTensor:
+    try:
+        img = LoadImage(reader="NibabelReader", image_only=True, ensure_channel_first=False, dtype=np.float32)(
+            str(path)
+        )
+    except Exception as e:  # noqa: BLE001 - nibabel raises many types for broken files
+        raise ValueError(
+            f"NIfTI file {path} could not be read ({type(e).__name__}: {e}); the file is truncated or not NIfTI. "
+            "Re-export it."
+        ) from e
+    arr = img.as_tensor()
+    if arr.ndim == 4 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.ndim != 3:
+        raise ValueError(
+            f"NIfTI file {path} has shape {tuple(img.shape)}; load_volume needs a 3D volume (X, Y, Z). Split 4D "
+            "(dynamic/multi-channel) files into one volume per file."
+        )
+    affine = np.asarray(img.affine, dtype=np.float64)
+    meta = _base_meta(path)
+    req = resolve_units(units, modality)
+    if modality is None and req in _UNIT_MODALITY:
+        modality = _UNIT_MODALITY[req]
+    meta["modality"] = modality
+    # NIfTI carries no unit tags: "auto"/"stored" keep the values and leave units unknown; an explicit unit is the
+    # caller's declaration of what the stored values are (no conversion is possible without DICOM tags).
+    meta["units"] = None if req in ("auto", "stored") else req
+    meta["slice_positions"] = _positions_from_affine(affine, arr.shape[-1])
+    meta["spacing"] = tuple(float(v) for v in np.linalg.norm(affine[:3, :3], axis=0))
+    for k in ("original_affine", "spatial_shape", "space"):
+        if k in img.meta:
+            meta[k] = img.meta[k]
+    meta["spatial_shape"] = np.asarray(arr.shape)
+    meta["original_channel_dim"] = "no_channel"
+    return MetaTensor(arr[None].contiguous(), affine=torch.as_tensor(affine, dtype=torch.float64), meta=meta)
+
+
+def load_volume(
+    path: str | os.PathLike,
+    series_uid: str | None = None,
+    units: str = "auto",
+    modality: str | None = None,
+    allow_gaps: bool = False,
+    progress: bool = False,
+) -> MetaTensor:
+    """Load a DICOM series folder or a NIfTI file as a float32 ``MetaTensor`` [1, X, Y, Z] in real units.
+
+    DICOM (a folder): slices are sorted by position along the slice normal (never InstanceNumber or file name),
+    each slice is rescaled with its own RescaleSlope/RescaleIntercept, non-DICOM and non-image files are ignored,
+    and ``vol[0, :, :, z].T`` equals the z-th slice's pixel array in the requested units (no flips). The affine is
+    the DICOM LPS geometry converted to RAS as MONAI's readers do (``diag(-1,-1,1,1) @ affine_lps``), origin at the
+    first sorted slice's ImagePositionPatient, z column = normal * mean step ``(last - first) / (n - 1)``. Non-uniform
+    steps (e.g. overlapping PET beds, 3.19-3.29 mm) give a ``SliceSpacingWarning`` with the figures and keep the mean
+    step (exact positions in ``meta["slice_positions"]``); missing slices raise unless ``allow_gaps``; gantry tilt
+    raises.
+
+    Units (``units=``):
+        - ``"auto"``: PET -> body-weight SUV (error naming the missing tag if it cannot be computed), CT -> HU,
+          other modalities and NIfTI -> as stored.
+        - ``"suv"``: PET body-weight SUV (decay corrected to SeriesDate/SeriesTime, see ``rat_monai.data.units``).
+        - ``"bqml"``: PET activity concentration in Bq/ml (needs Units=BQML; no SUV tags needed).
+        - ``"hu"``: CT Hounsfield units.
+        - ``"stored"``: the modality-LUT output as stored, whatever it is.
+        For NIfTI no conversion is possible: ``"suv"``/``"bqml"``/``"hu"`` declare what the stored values are (and
+        imply the modality), ``"auto"``/``"stored"`` leave ``meta["units"]`` None.
+
+    Args:
+        path: DICOM series folder or ``.nii``/``.nii.gz`` file.
+        series_uid: SeriesInstanceUID to load when the folder holds several series. Defaults to None.
+        units: one of ``"auto"``, ``"suv"``, ``"bqml"``, ``"hu"``, ``"stored"``. Defaults to ``"auto"``.
+        modality: ``"pet"``/``"PT"``, ``"ct"``/``"CT"``, ... For DICOM it picks the series among several and is
+            checked against the Modality tag; for NIfTI it records what the file is. Defaults to None.
+        allow_gaps: load DICOM series with missing slices (warning instead of error). Defaults to False.
+        progress: tqdm bar while reading DICOM pixel data. Defaults to False.
+
+    Returns:
+        ``MetaTensor`` float32 [1, X, Y, Z] with RAS ``affine`` and meta keys ``modality`` ("PT", "CT", other DICOM
+        string or None), ``units`` ("suv", "bqml", "hu", a stored string or None), ``suv_factor`` (SUV per Bq/ml for
+        PET with SUV tags, else None), ``filename_or_obj``, ``series_instance_uid``, ``study_instance_uid``,
+        ``dicom_files`` (z order; [] for NIfTI), ``slice_positions`` (mm along the normal), ``spacing`` (x, y, z mm),
+        plus MONAI's ``original_affine``, ``spatial_shape``, ``space`` ("RAS").
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist; empty folder; folder without DICOM images.
+        ValueError: several series and no choice (lists UID, modality, description, slice count); SUV tags missing
+            (names the tag); truncated/corrupt/undecodable file (names it); bad geometry; bad ``units``.
+
+    Examples::
+
+        >>> pet = load_volume("STS_001/FDG_PET")            # body-weight SUV, [1, 128, 128, 267]
+        >>> ct = load_volume("CRLM-CT-1004/image", units="hu")
+    """
+    if units not in UNIT_CHOICES and not (isinstance(units, str) and units.lower() in UNIT_CHOICES):
+        raise ValueError(f"units must be one of {UNIT_CHOICES}, got {units!r}.")
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path} does not exist; pass a DICOM series folder or a .nii/.nii.gz file (check the path and the "
+            "current directory)."
+        )
+    want_mod = normalize_modality(modality)
+    if path.is_file():
+        if _is_nifti(path):
+            return _load_nifti(path, units, want_mod)
+        raise ValueError(
+            f"{path} is a file but not NIfTI (.nii/.nii.gz); for DICOM pass the folder that holds the series, "
+            "not a single slice."
+        )
+    series = read_dicom_series(path, series_uid=series_uid, modality=modality, allow_gaps=allow_gaps, progress=progress)
+    mod = series.info["modality"]
+    req = resolve_units(units, mod)
+    first = series.first
+    vol = series.volume
+    suv_factor = None
+    if mod == "PT":
+        stored_units = str(first.get("Units", "") or "").strip().upper()
+        if req in ("auto", "suv"):
+            suv_factor = suv_body_weight_factor(first, path=series.files[0])
+            out_units = "suv"
+        else:
+            try:
+                suv_factor = suv_body_weight_factor(first, path=series.files[0])
+            except ValueError:
+                suv_factor = None
+            if req == "bqml" and stored_units != "BQML":
+                raise ValueError(
+                    f"units='bqml' needs PET Units (0054,1001) BQML but DICOM file {series.files[0]} has "
+                    f"{stored_units or 'no Units'}; load with units='stored'."
+                )
+            out_units = "bqml" if req == "bqml" or stored_units == "BQML" else (stored_units.lower() or None)
+        if out_units == "suv":
+            vol = (vol.astype(np.float64) * suv_factor).astype(np.float32)
+    elif mod == "CT":
+        out_units = "hu" if req in ("auto", "hu") else str(first.get("RescaleType", "") or "").strip().lower() or "hu"
+    else:
+        out_units = str(first.get("RescaleType", "") or "").strip().lower() or None
+
+    meta = _base_meta(path)
+    meta.update(
+        {
+            "modality": mod,
+            "units": out_units,
+            "suv_factor": suv_factor,
+            "series_instance_uid": series.info["series_instance_uid"],
+            "study_instance_uid": series.info["study_instance_uid"],
+            "series_description": series.info["description"],
+            "dicom_files": list(series.files),
+            "slice_positions": list(series.positions),
+            "spacing": series.spacing,
+            "original_affine": series.affine.copy(),
+            "spatial_shape": np.asarray(vol.shape),
+            "space": SpaceKeys.RAS,
+            "original_channel_dim": "no_channel",
+        }
+    )
+    return MetaTensor(
+        torch.from_numpy(np.ascontiguousarray(vol))[None], affine=torch.as_tensor(series.affine), meta=meta
+    )

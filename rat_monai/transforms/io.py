@@ -1,0 +1,85 @@
+# Copyright (c) rat-monai contributors
+# Licensed under the Apache License, Version 2.0
+"""MONAI transforms that load PET/CT volumes in real units (wrappers of :func:`rat_monai.data.load_volume`)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Hashable, Mapping, Sequence
+
+from monai.config import KeysCollection
+from monai.data import MetaTensor
+from monai.transforms import MapTransform, Transform
+from monai.utils import ensure_tuple_rep
+
+from rat_monai.data.volume import load_volume
+
+__all__ = ["LoadVolume", "LoadVolumed", "LoadVolumeD", "LoadVolumeDict"]
+
+
+class LoadVolume(Transform):
+    """Load a DICOM series folder or NIfTI file as ``MetaTensor`` [1, X, Y, Z] in SUV / HU.
+
+    See :func:`rat_monai.data.load_volume` for the geometry, units and meta keys.
+
+    Args:
+        series_uid: SeriesInstanceUID when a folder holds several series. Defaults to None.
+        units: "auto" (PET SUV, CT HU), "suv", "bqml", "hu" or "stored". Defaults to "auto".
+        modality: "pet"/"ct"/... to pick a series or declare a NIfTI's modality. Defaults to None.
+        allow_gaps: tolerate missing DICOM slices with a warning. Defaults to False.
+    """
+
+    def __init__(
+        self, series_uid: str | None = None, units: str = "auto", modality: str | None = None, allow_gaps: bool = False
+    ) -> None:
+        self.series_uid = series_uid
+        self.units = units
+        self.modality = modality
+        self.allow_gaps = allow_gaps
+
+    def __call__(self, path: str | os.PathLike) -> MetaTensor:
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"LoadVolume expects a path (str or pathlib.Path), got {type(path).__name__}.")
+        return load_volume(
+            path, series_uid=self.series_uid, units=self.units, modality=self.modality, allow_gaps=self.allow_gaps
+        )
+
+
+class LoadVolumed(MapTransform):
+    """Dictionary version of :class:`LoadVolume`: replaces each path under ``keys`` by its loaded volume.
+
+    Args:
+        keys: keys whose values are paths (e.g. ``("image", "label")``).
+        series_uid: one SeriesInstanceUID for all keys, or a sequence with one per key. Defaults to None.
+        units: one unit choice for all keys or one per key. Defaults to "auto".
+        modality: one modality for all keys or one per key. Defaults to None.
+        allow_gaps: tolerate missing DICOM slices with a warning. Defaults to False.
+        allow_missing_keys: don't raise when a key is absent. Defaults to False.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        series_uid: str | Sequence[str | None] | None = None,
+        units: str | Sequence[str] = "auto",
+        modality: str | Sequence[str | None] | None = None,
+        allow_gaps: bool = False,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        n = len(self.keys)
+        self.loaders = {
+            key: LoadVolume(series_uid=s, units=u, modality=m, allow_gaps=allow_gaps)
+            for key, s, u, m in zip(
+                self.keys, ensure_tuple_rep(series_uid, n), ensure_tuple_rep(units, n), ensure_tuple_rep(modality, n)
+            )
+        }
+
+    def __call__(self, data: Mapping[Hashable, str | os.PathLike]) -> dict[Hashable, MetaTensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.loaders[key](d[key])
+        return d
+
+
+LoadVolumeD = LoadVolumeDict = LoadVolumed
