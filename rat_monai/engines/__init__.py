@@ -3,3 +3,32 @@
 """rat_monai.engines"""
 
 from __future__ import annotations
+
+from .bundle_utils import (
+    ensure_dataset,
+    epochs_for_iterations,
+    find_latest_checkpoint,
+    handlers_for_rank,
+    iteration_budget,
+)
+from .handlers import ImagePanelHandler, IterationLimitHandler, RestorationMetricsWriter
+from .panels import region_colors, render_panel, save_png
+from .utils import PrepareBatchStackRegions, StackedRegionLoss, split_stacked_target, stack_regions
+
+__all__ = [
+    "ImagePanelHandler",
+    "IterationLimitHandler",
+    "PrepareBatchStackRegions",
+    "RestorationMetricsWriter",
+    "StackedRegionLoss",
+    "ensure_dataset",
+    "epochs_for_iterations",
+    "find_latest_checkpoint",
+    "handlers_for_rank",
+    "iteration_budget",
+    "region_colors",
+    "render_panel",
+    "save_png",
+    "split_stacked_target",
+    "stack_regions",
+]

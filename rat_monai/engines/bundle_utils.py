@@ -1,0 +1,179 @@
+# Copyright (c) rat-monai contributors
+# Licensed under the Apache License, Version 2.0
+"""Small helpers the bundle configs call through ``$`` expressions: data on first run, iteration budget, resume,
+and which handlers run on which rank."""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = [
+    "ensure_dataset",
+    "epochs_for_iterations",
+    "find_latest_checkpoint",
+    "handlers_for_rank",
+    "iteration_budget",
+]
+
+logger = logging.getLogger(__name__)
+
+_CKPT_RE = re.compile(r"iteration=(\d+)\.pt$")
+
+
+def _rank() -> int:
+    dist = torch.distributed
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def _barrier() -> None:
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def ensure_dataset(
+    dataset_dir: str | Path,
+    modality: str = "pet",
+    datalist_name: str = "datalist.json",
+    subjects: int = 6,
+    seed: int = 0,
+    shape: Sequence[int] | None = None,
+    **simulate_kwargs: Any,
+) -> str:
+    """Return the path of ``dataset_dir/datalist_name``, simulating a small paired dataset there when it is missing.
+
+    This is what lets ``python -m monai.bundle run training --config_file bundles/rat_pet/configs/train.json`` work
+    on a fresh clone with no data: the first run writes simulated low-dose / full-dose scans (see
+    :func:`rat_monai.data.simulate.simulate_dataset`) and a Decathlon-style datalist, and says so in the log; later
+    runs find the datalist and reuse it. Under ``torch.distributed`` rank 0 simulates while the others wait.
+
+    Args:
+        dataset_dir: the dataset folder (the bundle's ``dataset_dir``).
+        modality: ``"pet"`` or ``"ct"``. Defaults to ``"pet"``.
+        datalist_name: file name of the datalist inside ``dataset_dir``. Defaults to ``"datalist.json"``.
+        subjects: simulated subjects (split into training / validation / test). Defaults to 6.
+        seed: simulation seed. Defaults to 0.
+        shape: simulated volume shape ``(X, Y, Z)``. Defaults to the simulator's default for the modality.
+        simulate_kwargs: further arguments for ``simulate_dataset``.
+
+    Raises:
+        FileExistsError: when ``dataset_dir`` holds files but no datalist (we never simulate into user data).
+    """
+    folder = Path(dataset_dir)
+    datalist = folder / datalist_name
+    if datalist.is_file():
+        return str(datalist)
+    if _rank() == 0:
+        if folder.is_dir() and any(folder.iterdir()):
+            raise FileExistsError(
+                f"dataset_dir {folder} holds files but no {datalist_name}: build one with "
+                f"`rat-monai datalist {folder}` or point the bundle's `datalist` id at your datalist JSON "
+                "(an empty or missing dataset_dir gets a simulated dataset instead)."
+            )
+        from rat_monai.data.simulate import simulate_dataset
+
+        logger.warning(
+            f"no datalist at {datalist}: simulating a small paired {modality.upper()} dataset there first "
+            f"({subjects} subjects, seed {seed}, shape {tuple(shape) if shape else 'default'}). To train on your own "
+            "scans, override --dataset_dir (a folder with datalist.json) or --datalist."
+        )
+        written = Path(
+            simulate_dataset(
+                folder, modality=modality, subjects=subjects, seed=seed, shape=shape, progress=True, **simulate_kwargs
+            )
+        )
+        if written.resolve() != datalist.resolve():
+            raise FileNotFoundError(
+                f"the simulator wrote its datalist to {written}, expected {datalist}: set datalist_name accordingly."
+            )
+        logger.info(f"simulated dataset ready: {datalist}")
+    _barrier()
+    if not datalist.is_file():
+        raise FileNotFoundError(f"datalist {datalist} does not exist after the dataset preparation step.")
+    return str(datalist)
+
+
+def epochs_for_iterations(max_iterations: int, epoch_length: int) -> int:
+    """Smallest number of epochs of ``epoch_length`` iterations that covers ``max_iterations``.
+
+    Raises:
+        ValueError: when the epoch is empty (no training samples) or ``max_iterations`` < 1.
+    """
+    if epoch_length < 1:
+        raise ValueError(
+            f"the training data loader is empty (epoch_length={epoch_length}): check the datalist's 'training' split "
+            "and the air threshold of the slice dataset."
+        )
+    if max_iterations < 1:
+        raise ValueError(f"max_iterations must be >= 1, got {max_iterations}.")
+    return max(1, math.ceil(max_iterations / epoch_length))
+
+
+def iteration_budget(max_iterations: int, max_epochs: int, epoch_length: int) -> int:
+    """Iterations the trainer will actually run: the smaller of ``max_iterations`` and ``max_epochs`` epochs.
+
+    Used as the cosine schedule's ``T_max`` so the learning rate reaches its floor at the end of the run, whichever
+    limit (iteration budget or a ``max_epochs`` override) ends it.
+    """
+    return max(1, min(int(max_iterations), int(max_epochs) * int(epoch_length)))
+
+
+def find_latest_checkpoint(ckpt_dir: str | Path, pattern: str = "checkpoint*iteration=*.pt") -> str:
+    """Path of the resumable checkpoint with the highest iteration in ``ckpt_dir``.
+
+    Matches the files MONAI's ``CheckpointSaver`` writes for interval and final saves
+    (``checkpoint_iteration=N.pt``, ``checkpoint_final_iteration=N.pt``).
+
+    Raises:
+        FileNotFoundError: when no such file exists (names the folder and the pattern).
+    """
+    folder = Path(ckpt_dir)
+    found = []
+    for p in folder.glob(pattern) if folder.is_dir() else []:
+        m = _CKPT_RE.search(p.name)
+        if m:
+            found.append((int(m.group(1)), p.stat().st_mtime, p))
+    if not found:
+        raise FileNotFoundError(
+            f"no checkpoint matching {pattern!r} in {folder} to resume from: train first, or set --resume false."
+        )
+    return str(max(found)[2])
+
+
+# handler classes that write files or logs; on ranks > 0 of a distributed run they are dropped
+_RANK_ZERO_ONLY = (
+    "CheckpointSaver",
+    "TensorBoardStatsHandler",
+    "TensorBoardImageHandler",
+    "StatsHandler",
+    "MetricsSaver",
+    "ImagePanelHandler",
+    "RestorationMetricsWriter",
+    "ProgressBar",
+)
+
+
+def handlers_for_rank(handlers: Sequence[Any] | None, rank: int | None = None) -> list[Any] | None:
+    """The handlers a process of a distributed run should attach: all on rank 0, no writers/loggers elsewhere.
+
+    Everything that takes part in collective work (validation, LR schedule, iteration limit, checkpoint loading)
+    stays on every rank; checkpoint savers, TensorBoard, stats logging, panels, CSV writers and progress bars run on
+    rank 0 only.
+
+    Args:
+        handlers: the configured handler objects.
+        rank: the process rank. Defaults to ``torch.distributed.get_rank()`` (0 when not distributed).
+    """
+    if handlers is None:
+        return None
+    rank = _rank() if rank is None else rank
+    if rank == 0:
+        return list(handlers)
+    return [h for h in handlers if type(h).__name__ not in _RANK_ZERO_ONLY]
