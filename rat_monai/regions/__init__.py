@@ -3,3 +3,40 @@
 """rat_monai.regions"""
 
 from __future__ import annotations
+
+from .base import RegionPartitioner, settings_digest
+from .cache import RegionCache, cached_partition, region_cache_key
+from .factory import DEFAULT_OFFLINE_METHOD, PARTITION_METHODS, SAM_CHECKPOINT_ENV, get_partitioner
+from .offline import (
+    OFFLINE_PARTITIONERS,
+    FelzenszwalbPartitioner,
+    IntensityPartitioner,
+    OfflinePartitioner,
+    SlicPartitioner,
+    merge_small_regions,
+)
+from .partition import partition_from_masks, partition_from_masks_reference, relabel_contiguous
+from .windowing import SliceWindow, foreground_mask
+
+__all__ = [
+    "DEFAULT_OFFLINE_METHOD",
+    "FelzenszwalbPartitioner",
+    "IntensityPartitioner",
+    "OFFLINE_PARTITIONERS",
+    "OfflinePartitioner",
+    "PARTITION_METHODS",
+    "RegionCache",
+    "RegionPartitioner",
+    "SAM_CHECKPOINT_ENV",
+    "SliceWindow",
+    "SlicPartitioner",
+    "cached_partition",
+    "foreground_mask",
+    "get_partitioner",
+    "merge_small_regions",
+    "partition_from_masks",
+    "partition_from_masks_reference",
+    "region_cache_key",
+    "relabel_contiguous",
+    "settings_digest",
+]
