@@ -4,3 +4,4 @@
 
 from __future__ import annotations
 from .rat import RAT, StackedRegionRAT
+from .convert import convert_official_rat_state_dict
