@@ -11,7 +11,13 @@ from .bundle_utils import (
     handlers_for_rank,
     iteration_budget,
 )
-from .handlers import ImagePanelHandler, IterationLimitHandler, RestorationMetricsWriter
+from .handlers import (
+    ImagePanelHandler,
+    IterationLimitHandler,
+    RestorationMetricsWriter,
+    ResumableCheckpointSaver,
+    ResumeCheckpointLoader,
+)
 from .panels import region_colors, render_panel, save_png
 from .utils import PrepareBatchStackRegions, StackedRegionLoss, split_stacked_target, stack_regions
 
@@ -20,6 +26,8 @@ __all__ = [
     "IterationLimitHandler",
     "PrepareBatchStackRegions",
     "RestorationMetricsWriter",
+    "ResumableCheckpointSaver",
+    "ResumeCheckpointLoader",
     "StackedRegionLoss",
     "ensure_dataset",
     "epochs_for_iterations",
