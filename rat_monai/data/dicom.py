@@ -47,10 +47,13 @@ _GEOMETRY_RTOL = 1e-4
 # Slice steps deviating from the mean by more than max(_STEP_ATOL_MM, _STEP_RTOL * mean) trigger a warning.
 _STEP_ATOL_MM = 0.01
 _STEP_RTOL = 1e-3
-# A step larger than _GAP_FACTOR * median step means slices are missing.
+# A step larger than _GAP_FACTOR * the smallest step means slices are missing (or the spacing changes).
 _GAP_FACTOR = 1.5
 # In-plane shift per slice (mm) above which the stack is sheared (gantry tilt).
 _SHEAR_ATOL_MM = 0.01
+
+# Values larger than this are read from the file only when accessed (pixel data of the chosen series only).
+_DEFER_SIZE = "8 KB"
 
 _MODALITY_ALIASES = {"pet": "PT", "pt": "PT", "ct": "CT", "mr": "MR", "mri": "MR"}
 
@@ -105,18 +108,30 @@ def _is_dicom_preamble(path: Path) -> bool:
 
 
 def _read_header(path: Path) -> Dataset | None:
-    """Header of ``path`` without pixel data; ``None`` when the file is not DICOM; error when it is broken DICOM."""
+    """Dataset of ``path`` with large values (pixel data) deferred: parsed once, pixels read only when needed.
+
+    ``None`` when the file is not DICOM; ValueError when it is broken DICOM.
+    """
     try:
-        return pydicom.dcmread(path, stop_before_pixels=True)
+        ds = pydicom.dcmread(path, defer_size=_DEFER_SIZE)
     except InvalidDicomError:
         return None
     except Exception as e:  # noqa: BLE001 - pydicom raises many types for broken files
         if _is_dicom_preamble(path):
-            raise ValueError(
-                f"DICOM file {path} could not be read ({type(e).__name__}: {e}); the file is truncated or corrupt. "
-                "Re-export it from the source, or remove it from the folder if the series is complete without it."
-            ) from e
+            raise _corrupt_error(path, f"{type(e).__name__}: {e}") from e
         return None
+    # pydicom stops silently at EOF: an image object whose header lacks Rows/Columns was cut short.
+    sop = ds.file_meta.get("MediaStorageSOPClassUID", None) if hasattr(ds, "file_meta") else None
+    if sop is not None and "Image Storage" in getattr(sop, "name", "") and ("Rows" not in ds or "Columns" not in ds):
+        raise _corrupt_error(path, f"a {sop.name} object whose header ends before Rows/Columns")
+    return ds
+
+
+def _corrupt_error(path: Path | str, why: str) -> ValueError:
+    return ValueError(
+        f"DICOM file {path} could not be read ({why}); the file is truncated or corrupt. Re-export it from the "
+        "source, or remove it from the folder if the series is complete without it."
+    )
 
 
 def _scan_folder(folder: Path) -> tuple[list[tuple[Path, Dataset]], list[Path], list[Path]]:
@@ -298,15 +313,12 @@ def _floats(ds: Dataset, keyword: str, n: int, path: str) -> np.ndarray:
     return np.asarray([float(v) for v in value], dtype=np.float64)
 
 
-def _read_pixels(path: str, ds_header: Dataset) -> np.ndarray:
-    """Rescaled pixel array [rows, cols] (float64) of one slice with a useful error when decoding fails."""
-    try:
-        ds = pydicom.dcmread(path)
-    except Exception as e:  # noqa: BLE001
-        raise ValueError(
-            f"DICOM file {path} could not be read ({type(e).__name__}: {e}); the file is truncated or corrupt. "
-            "Re-export it, or remove it from the folder if the series is complete without it."
-        ) from e
+def _read_pixels(path: str, ds: Dataset) -> np.ndarray:
+    """Rescaled pixel array [rows, cols] (float64) of one slice with a useful error when decoding fails.
+
+    ``ds`` is the slice's dataset with deferred pixel data; the pixel data is dropped again after decoding so that
+    the headers kept in :class:`DicomSeries` stay small.
+    """
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         raise ValueError(
             f"DICOM file {path} has no pixel data (it is truncated, or is not an image); re-export it or remove it."
@@ -327,6 +339,9 @@ def _read_pixels(path: str, ds_header: Dataset) -> np.ndarray:
             f"{e}. The file may be truncated (re-export it) or compressed with a syntax whose decoder is not "
             "installed (JPEG/JPEG-LS/JPEG 2000 need pylibjpeg with pylibjpeg-libjpeg and pylibjpeg-openjpeg)."
         ) from e
+    finally:
+        if "PixelData" in ds:
+            del ds.PixelData
     if arr.ndim != 2:
         raise ValueError(
             f"DICOM file {path} holds a {arr.shape} pixel array; only single-channel (grayscale) slices are "
@@ -414,15 +429,16 @@ def _check_steps(geo: dict[str, Any], files: list[str], where: str, allow_gaps: 
             "export it as NIfTI."
         )
     median = float(np.median(steps))
+    smallest = float(steps.min())
     mean = float((pos[-1] - pos[0]) / (n - 1))
-    gaps = np.nonzero(steps > _GAP_FACTOR * median)[0]
+    gaps = np.nonzero(steps > _GAP_FACTOR * smallest)[0]
     if gaps.size:
         k = int(gaps[0])
-        missing = int(round(steps[k] / median)) - 1
+        missing = max(int(round(steps[k] / smallest)) - 1, 1)
         msg = (
-            f"{where}: slices are missing: {gaps.size} gap(s) larger than {_GAP_FACTOR} x the median step "
-            f"{median:.3f} mm, e.g. {steps[k]:.3f} mm between {files[k]} ({pos[k]:.3f} mm) and {files[k + 1]} "
-            f"({pos[k + 1]:.3f} mm), about {missing} slice(s) missing there"
+            f"{where}: slices are missing (or the slice spacing changes): {gaps.size} step(s) larger than "
+            f"{_GAP_FACTOR} x the smallest step {smallest:.3f} mm, e.g. {steps[k]:.3f} mm between {files[k]} "
+            f"({pos[k]:.3f} mm) and {files[k + 1]} ({pos[k + 1]:.3f} mm), about {missing} slice(s) missing there"
         )
         if not allow_gaps:
             raise ValueError(
@@ -464,7 +480,7 @@ def read_dicom_series(
             ignored).
         series_uid: SeriesInstanceUID to read when the folder holds several series. Defaults to None.
         modality: expected modality ("pet", "ct", ...), also used to pick the series. Defaults to None.
-        allow_gaps: when slices are missing (a step larger than 1.5 x the median), warn and use the mean step
+        allow_gaps: when slices are missing (a step larger than 1.5 x the smallest), warn and use the mean step
             instead of raising. Defaults to False.
         progress: show a tqdm bar while reading pixel data. Defaults to False.
 

@@ -10,8 +10,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from monai.data import MetaTensor
-from monai.transforms import LoadImage
+from monai.data import MetaTensor, NibabelReader
 from monai.utils import SpaceKeys
 
 from .dicom import normalize_modality, read_dicom_series
@@ -51,24 +50,24 @@ def _positions_from_affine(affine: np.ndarray, nz: int) -> list[float]:
 
 
 def _load_nifti(path: Path, units: str, modality: str | None) -> MetaTensor:
+    reader = NibabelReader(as_closest_canonical=False)
     try:
-        img = LoadImage(reader="NibabelReader", image_only=True, ensure_channel_first=False, dtype=np.float32)(
-            str(path)
-        )
+        data, img_meta = reader.get_data(reader.read(str(path)))
     except Exception as e:  # noqa: BLE001 - nibabel raises many types for broken files
         raise ValueError(
             f"NIfTI file {path} could not be read ({type(e).__name__}: {e}); the file is truncated or not NIfTI. "
             "Re-export it."
         ) from e
-    arr = img.as_tensor()
+    arr = torch.as_tensor(np.asarray(data, dtype=np.float32))
+    shape = tuple(arr.shape)
     if arr.ndim == 4 and arr.shape[-1] == 1:
         arr = arr[..., 0]
     if arr.ndim != 3:
         raise ValueError(
-            f"NIfTI file {path} has shape {tuple(img.shape)}; load_volume needs a 3D volume (X, Y, Z). Split 4D "
+            f"NIfTI file {path} has shape {shape}; load_volume needs a 3D volume (X, Y, Z). Split 4D "
             "(dynamic/multi-channel) files into one volume per file."
         )
-    affine = np.asarray(img.affine, dtype=np.float64)
+    affine = np.asarray(img_meta["affine"], dtype=np.float64)
     meta = _base_meta(path)
     req = resolve_units(units, modality)
     if modality is None and req in _UNIT_MODALITY:
@@ -79,9 +78,8 @@ def _load_nifti(path: Path, units: str, modality: str | None) -> MetaTensor:
     meta["units"] = None if req in ("auto", "stored") else req
     meta["slice_positions"] = _positions_from_affine(affine, arr.shape[-1])
     meta["spacing"] = tuple(float(v) for v in np.linalg.norm(affine[:3, :3], axis=0))
-    for k in ("original_affine", "spatial_shape", "space"):
-        if k in img.meta:
-            meta[k] = img.meta[k]
+    meta["original_affine"] = np.asarray(img_meta.get("original_affine", affine), dtype=np.float64)
+    meta["space"] = img_meta.get("space", SpaceKeys.RAS)
     meta["spatial_shape"] = np.asarray(arr.shape)
     meta["original_channel_dim"] = "no_channel"
     return MetaTensor(arr[None].contiguous(), affine=torch.as_tensor(affine, dtype=torch.float64), meta=meta)
