@@ -15,3 +15,4 @@ from .regions import (  # noqa: E402
 )
 from .intensity import NormalizeUnits, NormalizeUnitsD, NormalizeUnitsd, NormalizeUnitsDict  # noqa: E402
 from .io import LoadVolume, LoadVolumeD, LoadVolumed, LoadVolumeDict  # noqa: E402
+from .spatial import paired_train_transforms  # noqa: E402
