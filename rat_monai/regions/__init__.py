@@ -40,3 +40,8 @@ __all__ = [
     "relabel_contiguous",
     "settings_digest",
 ]
+
+from .metrics import adjusted_rand_index  # noqa: E402
+from .sam import SamRegionGenerator, load_sam  # noqa: E402
+
+__all__ += ["adjusted_rand_index", "SamRegionGenerator", "load_sam"]
