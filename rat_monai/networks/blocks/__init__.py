@@ -8,3 +8,5 @@ from .nafblock import NAFBlock, SimpleGate
 from .rat_block import ConvMlp, RATBlock, RATLayer
 from .region_attention import RegionSelfAttention, region_attention
 from .window_attention import WindowSelfAttention, window_partition, window_unpartition
+from .bi_wkv import bi_wkv, bi_wkv_reference
+from .rwkv import ChannelMix, OmniShift, RWKVBlock, SpatialMix

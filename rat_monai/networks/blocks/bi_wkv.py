@@ -37,7 +37,9 @@ _MAX_CHUNK_DECAY = 8.0
 
 def _check(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
     if k.ndim != 3 or k.shape != v.shape:
-        raise ValueError(f"k and v must both be [B, T, C] with the same shape, got {tuple(k.shape)} and {tuple(v.shape)}.")
+        raise ValueError(
+            f"k and v must both be [B, T, C] with the same shape, got {tuple(k.shape)} and {tuple(v.shape)}."
+        )
     channels = k.shape[-1]
     if w.shape != (channels,) or u.shape != (channels,):
         raise ValueError(
@@ -124,7 +126,8 @@ def _inter_chunk_loop(mu: torch.Tensor, total: torch.Tensor, step: torch.Tensor)
         offsets.append(s)
         states.append(state)
         s_new = torch.maximum(s - step, mu[:, c]).detach()
-        state = state * torch.exp(s - step - s_new).unsqueeze(-1) + total[:, c] * torch.exp(mu[:, c] - s_new).unsqueeze(-1)
+        carried = state * torch.exp(s - step - s_new).unsqueeze(-1)
+        state = carried + total[:, c] * torch.exp(mu[:, c] - s_new).unsqueeze(-1)
         s = s_new
     return torch.stack(offsets, 1), torch.stack(states, 1)
 
@@ -171,7 +174,8 @@ def _decayed_prefix(a: torch.Tensor, x: torch.Tensor, w: torch.Tensor, chunk: in
     val_inter = val_state.unsqueeze(2)  # [B, n, 1, C, P]
 
     offset = torch.maximum(off_intra, off_inter).detach()
-    value = p_excl * torch.exp(off_intra - offset).unsqueeze(-1) + val_inter * torch.exp(off_inter - offset).unsqueeze(-1)
+    value = p_excl * torch.exp(off_intra - offset).unsqueeze(-1)
+    value = value + val_inter * torch.exp(off_inter - offset).unsqueeze(-1)
     offset = offset.reshape(batch, n_chunks * chunk, channels)[:, :length]
     value = value.reshape(batch, n_chunks * chunk, channels, -1)[:, :length]
     return offset, value

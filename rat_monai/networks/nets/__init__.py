@@ -5,3 +5,4 @@
 from __future__ import annotations
 from .rat import RAT, StackedRegionRAT
 from .convert import convert_official_rat_state_dict
+from .restore_rwkv import RestoreRWKV
