@@ -167,9 +167,7 @@ def _check_folder(folder: str | os.PathLike) -> Path:
 
 def _no_dicom_error(folder: Path, ignored: list[Path], subdirs: list[Path]) -> FileNotFoundError:
     if not ignored and not subdirs:
-        return FileNotFoundError(
-            f"DICOM folder {folder} is empty; pass the folder that holds the series' .dcm files."
-        )
+        return FileNotFoundError(f"DICOM folder {folder} is empty; pass the folder that holds the series' .dcm files.")
     shown = ", ".join(p.name for p in ignored[:5]) + (" ..." if len(ignored) > 5 else "")
     msg = f"no DICOM image files in {folder}: {len(ignored)} file(s) checked and none is a DICOM image"
     msg += f" ({shown})" if ignored else ""
@@ -202,7 +200,7 @@ def list_dicom_series(folder: str | os.PathLike) -> list[dict[str, Any]]:
     """
     folder = _check_folder(folder)
     images, _, _ = _scan_folder(folder)
-    return _group_series(images)
+    return [{k: v for k, v in s.items() if not k.startswith("_")} for s in _group_series(images)]
 
 
 def _group_series(images: list[tuple[Path, Dataset]]) -> list[dict[str, Any]]:
@@ -229,11 +227,11 @@ def _group_series(images: list[tuple[Path, Dataset]]) -> list[dict[str, Any]]:
         g["files"].append(str(path))
         g["_headers"].append(ds)
         g["num_slices"] += 1
-    out = sorted(
-        groups.values(),
-        key=lambda g: (g["modality"] or "", g["series_number"] if g["series_number"] is not None else -1, g["uid"] or ""),
-    )
-    return out
+
+    def order(g: dict[str, Any]) -> tuple[str, int, str]:
+        return (g["modality"] or "", g["series_number"] if g["series_number"] is not None else -1, g["uid"] or "")
+
+    return sorted(groups.values(), key=order)
 
 
 def format_series_table(series: Sequence[dict[str, Any]]) -> str:
@@ -344,8 +342,7 @@ def _read_pixels(path: str, ds: Dataset) -> np.ndarray:
             del ds.PixelData
     if arr.ndim != 2:
         raise ValueError(
-            f"DICOM file {path} holds a {arr.shape} pixel array; only single-channel (grayscale) slices are "
-            "supported."
+            f"DICOM file {path} holds a {arr.shape} pixel array; only single-channel (grayscale) slices are supported."
         )
     return np.asarray(apply_modality_lut(arr, ds), dtype=np.float64)
 

@@ -164,22 +164,23 @@ def load_volume(
     suv_factor = None
     if mod == "PT":
         stored_units = str(first.get("Units", "") or "").strip().upper()
-        if req in ("auto", "suv"):
+        if stored_units == "GML" and req in ("auto", "suv", "stored"):  # stored as body-weight SUV already
+            out_units = "suv"
+        elif req in ("auto", "suv"):
             suv_factor = suv_body_weight_factor(first, path=series.files[0])
             out_units = "suv"
+            vol = (vol.astype(np.float64) * suv_factor).astype(np.float32)
         else:
             try:
                 suv_factor = suv_body_weight_factor(first, path=series.files[0])
             except ValueError:
                 suv_factor = None
-            if req == "bqml" and stored_units != "BQML":
+            if req == "bqml" and stored_units != "BQML":  # (GML included: Bq/ml cannot be recovered from SUV)
                 raise ValueError(
                     f"units='bqml' needs PET Units (0054,1001) BQML but DICOM file {series.files[0]} has "
                     f"{stored_units or 'no Units'}; load with units='stored'."
                 )
             out_units = "bqml" if req == "bqml" or stored_units == "BQML" else (stored_units.lower() or None)
-        if out_units == "suv":
-            vol = (vol.astype(np.float64) * suv_factor).astype(np.float32)
     elif mod == "CT":
         out_units = "hu" if req in ("auto", "hu") else str(first.get("RescaleType", "") or "").strip().lower() or "hu"
     else:

@@ -61,7 +61,7 @@ def reference_suv_factor(f: Path) -> float:
     rp = ds.RadiopharmaceuticalInformationSequence[0]
     start = datetime.strptime(ds.SeriesDate + ds.SeriesTime.split(".")[0], "%Y%m%d%H%M%S")
     inj = datetime.strptime(ds.SeriesDate + str(rp.RadiopharmaceuticalStartTime).split(".")[0], "%Y%m%d%H%M%S")
-    dose = float(rp.RadionuclideTotalDose) * math.exp(-math.log(2) * (start - inj).total_seconds() / float(
-        rp.RadionuclideHalfLife
-    ))
+    dose = float(rp.RadionuclideTotalDose) * math.exp(
+        -math.log(2) * (start - inj).total_seconds() / float(rp.RadionuclideHalfLife)
+    )
     return float(ds.PatientWeight) * 1000.0 / dose

@@ -19,7 +19,7 @@ import pytest
 import SimpleITK as sitk
 from _volume_test_utils import copy_slices, real_files
 from pydicom.dataset import Dataset
-from pydicom.uid import JPEG2000Lossless, JPEGLosslessSV1, JPEGLSLossless, JPEGLSNearLossless, RLELossless, UID
+from pydicom.uid import UID, JPEG2000Lossless, JPEGLosslessSV1, JPEGLSLossless, JPEGLSNearLossless, RLELossless
 
 from rat_monai.data import load_volume
 

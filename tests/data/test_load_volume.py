@@ -241,3 +241,30 @@ def test_ill_arg(real_ct_dir, tmp_path, kwargs, exc, match):
     folder = copy_slices(real_files(real_ct_dir)[:2], tmp_path / "ct")[0].parent
     with pytest.raises(exc, match=match):
         load_volume(folder, **kwargs)
+
+
+# (stored Units tag, units argument, expected meta units or error text, values relative to the stored Bq/ml)
+PET_UNITS_CASES = [
+    ("BQML", "stored", "bqml", "stored"),
+    ("GML", "auto", "suv", "stored"),  # already body-weight SUV: kept, no factor
+    ("GML", "bqml", "needs PET Units (0054,1001) BQML", None),
+    ("CNTS", "auto", "Units (0054,1001) CNTS, SUV needs BQML", None),
+    ("CNTS", "stored", "cnts", "stored"),
+]
+
+
+@pytest.mark.parametrize("tag, units, expected, values", PET_UNITS_CASES)
+def test_pet_units_tag(real_pet_dir, tmp_path, tag, units, expected, values):
+    def set_units(ds, i):
+        ds.Units = tag
+
+    files = copy_slices(real_files(real_pet_dir)[50:52], tmp_path / "pet", modify=set_units)
+    if values is None:
+        with pytest.raises(ValueError, match=expected.replace("(", r"\(").replace(")", r"\)")) as err:
+            load_volume(tmp_path / "pet", units=units)
+        assert str(files[0]) in str(err.value) or str(files[1]) in str(err.value)
+        return
+    vol = load_volume(tmp_path / "pet", units=units)
+    assert vol.meta["units"] == expected
+    for z, f in enumerate(vol.meta["dicom_files"]):
+        np.testing.assert_allclose(vol[0, :, :, z].numpy().T, rescaled(Path(f)), rtol=1e-6)

@@ -37,8 +37,12 @@ def test_values(to_type, modality, params, x, expected):
 @pytest.mark.parametrize("to_type", TEST_NDARRAYS)
 @pytest.mark.parametrize(
     "modality, params, low, high",
-    [("pet", {}, 0.0, 80.0), ("pet", {"suv_scale": 3.3}, 0.0, 80.0), ("ct", {}, -3024.0, 3071.0),
-     ("ct", {"hu_min": -160.0, "hu_max": 240.0}, -3024.0, 3071.0)],
+    [
+        ("pet", {}, 0.0, 80.0),
+        ("pet", {"suv_scale": 3.3}, 0.0, 80.0),
+        ("ct", {}, -3024.0, 3071.0),
+        ("ct", {"hu_min": -160.0, "hu_max": 240.0}, -3024.0, 3071.0),
+    ],
 )
 def test_round_trip(dtype, to_type, modality, params, low, high):
     rng = np.random.default_rng(0)

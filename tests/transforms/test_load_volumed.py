@@ -38,8 +38,8 @@ def test_aliases():
 
 
 @pytest.mark.parametrize("as_path", [True, False])  # pathlib.Path or str
-def test_array_transform_equals_load_volume(real_ct_dir, tmp_path, as_path):
-    pet, ct = _small_folders(real_ct_dir.parents[2] / "pet_fdg_sts001" / "STS_001" / "FDG_PET", real_ct_dir, tmp_path)
+def test_array_transform_equals_load_volume(real_pet_dir, real_ct_dir, tmp_path, as_path):
+    _, ct = _small_folders(real_pet_dir, real_ct_dir, tmp_path)
     out = LoadVolume(units="hu")(ct if as_path else str(ct))
     ref = load_volume(ct)
     assert isinstance(out, MetaTensor) and out.shape == (1, 512, 512, 4)
@@ -61,8 +61,8 @@ def test_dict_per_key_settings(real_pet_dir, real_ct_dir, tmp_path):
     np.testing.assert_allclose(suv.numpy(), out["pet"].numpy() * out["pet"].meta["suv_factor"], rtol=1e-5)
 
 
-def test_in_monai_dataset(real_ct_dir, tmp_path):
-    _, ct = _small_folders(real_ct_dir.parents[2] / "pet_fdg_sts001" / "STS_001" / "FDG_PET", real_ct_dir, tmp_path)
+def test_in_monai_dataset(real_pet_dir, real_ct_dir, tmp_path):
+    _, ct = _small_folders(real_pet_dir, real_ct_dir, tmp_path)
     nii = tmp_path / "label.nii.gz"
     nib.save(nib.Nifti1Image(np.ones((5, 6, 7), np.float32), np.eye(4)), str(nii))
     ds = Dataset([{"image": ct, "label": nii}], transform=Compose([LoadVolumed(["image", "label"])]))
@@ -71,7 +71,7 @@ def test_in_monai_dataset(real_ct_dir, tmp_path):
     assert item["image"].meta["filename_or_obj"] == str(ct)
 
 
-def test_missing_keys(real_ct_dir, tmp_path):
+def test_missing_keys():
     with pytest.raises(KeyError):
         LoadVolumed("image")({"label": "x"})
     assert LoadVolumed("image", allow_missing_keys=True)({"label": "x"}) == {"label": "x"}

@@ -24,7 +24,8 @@ def _volume(modality: str, seed: int = 0) -> MetaTensor:
         arr = rng.integers(-3024, 3072, size=(1, 8, 7, 3)).astype(np.float32)
     else:
         arr = (rng.gamma(1.0, 1.5, size=(1, 8, 7, 3)) * 3).astype(np.float32)
-    vol = MetaTensor(torch.from_numpy(arr), affine=torch.diag(torch.tensor([-2.0, -2.0, 3.0, 1.0], dtype=torch.float64)))
+    affine = torch.diag(torch.tensor([-2.0, -2.0, 3.0, 1.0], dtype=torch.float64))
+    vol = MetaTensor(torch.from_numpy(arr), affine=affine)
     vol.meta["modality"] = modality
     return vol
 
