@@ -86,7 +86,7 @@ _MEMORY_SCRIPT = textwrap.dedent(
     """
     import json, resource, torch
     from rat_monai.networks.nets import RAT, StackedRegionRAT
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)  # OpenMP spin-waits make 2 threads ~10x slower on a busy 2-core host
     kw = dict(width=8, middle_blocks=1, layers_per_block=1, num_heads=2)
     x = torch.randn(1, 1, 512, 512)
     yy, xx = torch.meshgrid(torch.arange(512), torch.arange(512), indexing="ij")

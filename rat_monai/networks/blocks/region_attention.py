@@ -14,6 +14,13 @@ Two implementations compute the same function:
   large buckets processed in chunks so that one score block holds at most ``score_budget`` elements; the outputs are
   scattered back to the original token order. The Python loops run over size buckets (at most ``log2(N) + 1``) and
   query chunks, never over regions. Both paths support autograd and ``torch.jit.script``.
+
+Memory: the packed path's largest temporaries are the gathered q/k/v (at most twice the token count, from bucket
+padding) and one score block of at most ``score_budget`` elements (when SDPA falls back to its math kernel; fused
+kernels, e.g. PyTorch's CPU flash kernel, do not even materialise that). The dense path always builds the
+``[B, 1, N, N]`` mask (256 MiB as bool at 512x512, plus any float copy the kernel makes) and, with the math kernel,
+``[B, heads, N, N]`` scores; its compute is O(N^2) regardless of the regions, while packed costs O(sum of squared
+region sizes).
 """
 
 from __future__ import annotations

@@ -1,0 +1,224 @@
+# Copyright (c) rat-monai contributors
+# Licensed under the Apache License, Version 2.0
+"""Benchmark: RAT (width 64, full depth) with ``dense`` vs ``packed`` region attention on CPU.
+
+For every (size, impl, mode) it starts a fresh Python subprocess that builds ``RAT(region_attention=impl)``, runs
+forward without grad ("forward") or forward + backward ("train") on a batch of one ``size x size`` image with a
+seeded realistic region map (~40 regions: a body disc split into Voronoi cells, the air outside it ~25 % of the
+pixels), and reports wall time and the process's peak resident memory (``resource.getrusage(...).ru_maxrss``).
+Each subprocess runs under an address-space limit (``RLIMIT_AS``), so a configuration that needs more memory fails
+with an allocation error that is recorded in the results instead of taking the machine down.
+
+Usage::
+
+    python benchmarks/region_attention.py                      # 128, 256, 512; both impls; both modes
+    python benchmarks/region_attention.py --sizes 128 --modes forward --mem-limit-gib 8
+
+Writes ``benchmarks/results/region_attention.json`` and ``benchmarks/results/region_attention.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def region_map(size: int, num_cells: int = 39, seed: int = 0):
+    """Seeded region map ``[size, size]`` (int64): air outside a centred disc covering ~75 % of the image (one
+    region, ~25 % of the pixels: the largest), the disc split into ``num_cells`` Voronoi cells."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.arange(size, dtype=torch.float32), torch.arange(size, dtype=torch.float32), indexing="ij")
+    c = (size - 1) / 2
+    radius = size * (0.75 / torch.pi) ** 0.5
+    inside = (yy - c) ** 2 + (xx - c) ** 2 <= radius**2
+    angle = torch.rand(num_cells, generator=g) * 2 * torch.pi
+    dist = torch.sqrt(torch.rand(num_cells, generator=g)) * radius
+    sy, sx = c + dist * torch.sin(angle), c + dist * torch.cos(angle)
+    d2 = (yy[..., None] - sy) ** 2 + (xx[..., None] - sx) ** 2
+    cells = d2.argmin(-1) + 1
+    return torch.where(inside, cells, torch.zeros_like(cells)).to(torch.int64)
+
+
+def _peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+
+
+def worker(size: int, impl: str, mode: str, repeats: int, warmup: int, threads: int) -> dict:
+    """Run one configuration in this process and return its measurements."""
+    import torch
+
+    from rat_monai.networks.nets import RAT
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    net = RAT(region_attention=impl)
+    regions = region_map(size)[None]
+    latent = regions[:, ::4, ::4]
+    info = {
+        "regions_full": int(regions.unique().numel()),
+        "regions_latent": int(latent.unique().numel()),
+        "largest_region_fraction": float(torch.bincount(regions.flatten()).max()) / regions.numel(),
+        "latent_tokens": int(latent.numel()),
+    }
+    x = torch.randn(1, 1, size, size)
+    rss_model = _peak_rss_mib()
+
+    def step() -> None:
+        if mode == "forward":
+            with torch.no_grad():
+                net.eval()(x, regions)
+        else:
+            net.train()
+            net.zero_grad(set_to_none=True)
+            net(x, regions).square().mean().backward()
+
+    times, cpu_times = [], []
+    for i in range(warmup + repeats):
+        t0, c0 = time.perf_counter(), time.process_time()
+        step()
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+            cpu_times.append(time.process_time() - c0)
+    return {
+        **info,
+        "status": "ok",
+        "time_s": min(times),
+        "times_s": times,
+        "cpu_time_s": min(cpu_times),
+        "peak_rss_mib": _peak_rss_mib(),
+        "rss_after_model_mib": rss_model,
+    }
+
+
+def run_config(size: int, impl: str, mode: str, args: argparse.Namespace) -> dict:
+    """Run one configuration in a fresh subprocess under an address-space limit."""
+    limit = int(args.mem_limit_gib * 2**30)
+
+    def preexec() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    repeats = args.repeats if size < 512 else 1
+    warmup = 1 if size < 512 else 0
+    cmd = [
+        sys.executable, __file__, "--worker", "--sizes", str(size), "--impls", impl, "--modes", mode,
+        "--repeats", str(repeats), "--warmup", str(warmup), "--threads", str(args.threads),
+    ]  # fmt: skip
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=preexec, timeout=args.timeout_s)
+    wall = time.perf_counter() - t0
+    result = {"size": size, "impl": impl, "mode": mode, "subprocess_wall_s": wall, "mem_limit_gib": args.mem_limit_gib}
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode == 0 and lines:
+        result.update(json.loads(lines[-1]))
+    else:
+        err = proc.stderr.strip().splitlines()
+        tail = err[-1] if err else f"exit code {proc.returncode}"
+        oom = any(s in proc.stderr for s in ("can't allocate memory", "out of memory", "MemoryError", "std::bad_alloc"))
+        result.update({"status": "out of memory" if oom else "failed", "error": tail[-300:]})
+        if proc.returncode < 0:
+            result["error"] = f"killed by signal {-proc.returncode}; " + result["error"]
+    return result
+
+
+def markdown(results: list[dict], meta: dict) -> str:
+    def cell(r: dict | None, key: str, fmt: str) -> str:
+        if r is None:
+            return "-"
+        if r["status"] != "ok":
+            return f"{r['status']} (limit {r['mem_limit_gib']:g} GiB)"
+        return fmt.format(r[key])
+
+    index = {(r["size"], r["impl"], r["mode"]): r for r in results}
+    sizes = sorted({r["size"] for r in results})
+    impls = [i for i in ("dense", "packed") if any(r["impl"] == i for r in results)]
+    lines = [
+        "# RAT region attention: dense vs packed (CPU)",
+        "",
+        f"RAT width 64, full depth (15,945,025 parameters), batch 1, float32, {meta['threads']} threads, "
+        f"torch {meta['torch']}, {meta['machine']}. Region map: seeded disc of 39 Voronoi cells plus air "
+        "(~25 % of pixels, the largest region). Each configuration ran in a fresh subprocess; peak memory is the "
+        "subprocess's peak RSS (it includes ~0.4-0.8 GiB for Python, torch and the model). Wall and CPU (process) time "
+        "are the best of the timed runs (one warm-up run below 512^2, a single cold run at 512^2).",
+        "",
+        f"Load: the machine is shared with other jobs (load average {meta['loadavg_start']} at start, "
+        f"{meta['loadavg_end']} at end, on {meta['cpu_count']} cores), so times are inflated and noisy; memory "
+        "figures are not affected.",
+        "",
+        "| size | latent tokens | regions (full / latent) | impl | forward wall (s) | forward CPU (s) "
+        "| forward peak RSS (MiB) | fwd+bwd wall (s) | fwd+bwd CPU (s) | fwd+bwd peak RSS (MiB) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for size in sizes:
+        for impl in impls:
+            f, t = index.get((size, impl, "forward")), index.get((size, impl, "train"))
+            ok = f if f is not None and f["status"] == "ok" else t if t is not None and t["status"] == "ok" else None
+            tokens = ok["latent_tokens"] if ok else (size // 4) ** 2
+            regions = f"{ok['regions_full']} / {ok['regions_latent']}" if ok else "-"
+            lines.append(
+                f"| {size}² | {tokens} | {regions} | {impl} | {cell(f, 'time_s', '{:.2f}')} "
+                f"| {cell(f, 'cpu_time_s', '{:.2f}')} | {cell(f, 'peak_rss_mib', '{:.0f}')} "
+                f"| {cell(t, 'time_s', '{:.2f}')} | {cell(t, 'cpu_time_s', '{:.2f}')} "
+                f"| {cell(t, 'peak_rss_mib', '{:.0f}')} |"
+            )
+    lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[128, 256, 512])
+    parser.add_argument("--impls", nargs="+", default=["dense", "packed"], choices=["dense", "packed"])
+    parser.add_argument("--modes", nargs="+", default=["forward", "train"], choices=["forward", "train"])
+    parser.add_argument("--repeats", type=int, default=2, help="timed runs per configuration below 512^2")
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (1: OpenMP spin-waits are ~10x slower on a busy host)"
+    )
+    parser.add_argument("--mem-limit-gib", type=float, default=12.0, help="RLIMIT_AS of each subprocess")
+    parser.add_argument("--timeout-s", type=float, default=1800.0)
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args.sizes[0], args.impls[0], args.modes[0], args.repeats, args.warmup, args.threads)))
+        return
+
+    import torch
+
+    meta = {
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "machine": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "threads": args.threads,
+        "loadavg_start": " ".join(f"{v:.1f}" for v in os.getloadavg()),
+        "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    results = []
+    for size in args.sizes:
+        for impl in args.impls:
+            for mode in args.modes:
+                r = run_config(size, impl, mode, args)
+                results.append(r)
+                shown = f"{r['time_s']:.2f} s, {r['peak_rss_mib']:.0f} MiB" if r["status"] == "ok" else r.get("error")
+                print(f"{size:4d} {impl:6s} {mode:7s} {r['status']}: {shown}", flush=True)
+    meta["loadavg_end"] = " ".join(f"{v:.1f}" for v in os.getloadavg())
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "region_attention.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
+    (args.out / "region_attention.md").write_text(markdown(results, meta))
+    print(f"wrote {args.out / 'region_attention.json'} and {args.out / 'region_attention.md'}")
+
+
+if __name__ == "__main__":
+    main()
