@@ -3,3 +3,17 @@
 """rat_monai.inference"""
 
 from __future__ import annotations
+
+from .dicom_writer import quantize_slice, write_dicom_series, write_nifti
+from .overview import save_overview
+from .restorer import FORMATS, ScanRestorer, bundle_version
+
+__all__ = [
+    "FORMATS",
+    "ScanRestorer",
+    "bundle_version",
+    "quantize_slice",
+    "save_overview",
+    "write_dicom_series",
+    "write_nifti",
+]
