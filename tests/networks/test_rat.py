@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from parameterized import parameterized
 from torch import nn
 
-from rat_monai.networks.blocks import RATBlock
+from rat_monai.networks.blocks import NAFBlock, RATBlock, WindowSelfAttention, window_partition, window_unpartition
 from rat_monai.networks.nets import RAT
 
 SMALL = dict(width=8, middle_blocks=2, layers_per_block=1, num_heads=2)
@@ -154,6 +154,32 @@ class TestRAT(unittest.TestCase):
             block.conv.bias.zero_()
         x = torch.randn(1, 8, 4, 4)
         torch.testing.assert_close(block(x, torch.zeros(1, 4, 4, dtype=torch.long)), x)
+
+    def test_window_partition_round_trip(self):
+        x = torch.randn(2, 6, 7, 3)
+        windows, hp, wp = window_partition(x, 4)
+        self.assertEqual((tuple(windows.shape), hp, wp), ((2 * 2 * 2, 16, 3), 8, 8))
+        torch.testing.assert_close(window_unpartition(windows, 4, hp, wp, 6, 7), x, atol=0, rtol=0)
+
+    def test_window_attention_is_local(self):
+        attn = WindowSelfAttention(8, num_heads=2, window_size=4)
+        self.assertAlmostEqual(attn.scale, 2**-0.5)
+        x = torch.randn(1, 8, 8, 8)
+        y = x.clone()
+        y[:, :, 1, 2] += 1.0  # inside the top-left window
+        with torch.no_grad():
+            a, b = attn(x), attn(y)
+        self.assertGreater((a - b)[:, :, :4, :4].abs().max().item(), 1e-4)
+        torch.testing.assert_close(a[:, :, 4:], b[:, :, 4:], atol=0, rtol=0)
+        torch.testing.assert_close(a[:, :, :4, 4:], b[:, :, :4, 4:], atol=0, rtol=0)
+        self.assertEqual(attn(torch.randn(1, 8, 5, 7)).shape, (1, 8, 5, 7))  # padded and cropped
+
+    def test_nafblock_identity_at_init(self):
+        block = NAFBlock(8)
+        x = torch.randn(1, 8, 9, 9)
+        torch.testing.assert_close(block(x), x, atol=0, rtol=0)
+        randomise(block)
+        self.assertGreater((block(x) - x).abs().max().item(), 1e-3)
 
     def test_ill_arg(self):
         for kwargs, msg in (
