@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,15 +13,34 @@ import numpy as np
 import torch
 from monai.data import MetaTensor, NibabelReader
 from monai.utils import SpaceKeys
+from torch.utils.data._utils.collate import default_collate_fn_map
 
 from .dicom import normalize_modality, read_dicom_series
 from .units import UNIT_CHOICES, resolve_units, suv_body_weight_factor
 
-__all__ = ["load_volume", "NIFTI_SUFFIXES"]
+__all__ = ["load_volume", "register_none_collate", "NIFTI_SUFFIXES"]
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
 _UNIT_MODALITY = {"suv": "PT", "bqml": "PT", "hu": "CT"}
+
+
+def _collate_none(batch: Sequence[None], *, collate_fn_map: dict | None = None) -> list[None]:
+    return list(batch)
+
+
+def register_none_collate() -> None:
+    """Let ``torch``/MONAI ``default_collate`` batch ``None`` values (into a list) instead of raising ``TypeError``.
+
+    ``load_volume`` keeps every meta key present with ``None`` when unknown (``suv_factor`` of a CT, the UIDs of a
+    NIfTI); MONAI collates MetaTensor meta with ``default_collate``, which rejects ``None``. This adds a handler to
+    ``torch.utils.data._utils.collate.default_collate_fn_map`` (the same registry MONAI's ``list_data_collate``
+    extends for ``MetaTensor``); ``decollate_batch`` gives the ``None`` back per item. Called on import.
+    """
+    default_collate_fn_map.setdefault(type(None), _collate_none)
+
+
+register_none_collate()
 
 
 def _is_nifti(path: Path) -> bool:

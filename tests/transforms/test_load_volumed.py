@@ -12,11 +12,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from monai.data import Dataset, MetaTensor
-from monai.transforms import Compose
+from monai.data import DataLoader, Dataset, MetaTensor, decollate_batch
+from monai.transforms import Compose, Invertd
 
-from rat_monai.data import load_volume
-from rat_monai.transforms import LoadVolume, LoadVolumeD, LoadVolumed, LoadVolumeDict
+from rat_monai.data import denormalize_units, load_volume
+from rat_monai.transforms import LoadVolume, LoadVolumeD, LoadVolumed, LoadVolumeDict, NormalizeUnitsd
 
 
 def _small_folders(real_pet_dir: Path, real_ct_dir: Path, dst: Path) -> tuple[Path, Path]:
@@ -86,3 +86,29 @@ def test_ill_arg(tmp_path):
         warnings.simplefilter("ignore")
         with pytest.raises(ValueError, match="units must be one of"):
             LoadVolume(units="kelvin")(tmp_path)
+
+
+@pytest.mark.parametrize("batch_size", [1, 2])
+def test_dataloader_collate_decollate_invert(real_pet_dir, real_ct_dir, tmp_path, batch_size):
+    """Volumes with None-valued meta (suv_factor of a CT) go through MONAI's DataLoader, decollate and Invertd."""
+    files = sorted(real_ct_dir.glob("*.dcm"))
+    for name, part in (("a", files[0:3]), ("b", files[5:8])):
+        (tmp_path / name).mkdir()
+        for f in part:
+            shutil.copy(f, tmp_path / name)
+    pre = Compose([LoadVolumed("image"), NormalizeUnitsd("image", modality="auto")])
+    data = [{"image": tmp_path / "a"}, {"image": tmp_path / "b"}]
+    loader = DataLoader(Dataset(data, transform=pre), batch_size=batch_size, num_workers=0)
+    batch = next(iter(loader))
+    assert batch["image"].shape == (batch_size, 1, 512, 512, 3)
+    assert batch["image"].meta["suv_factor"] == [None] * batch_size
+    batch["pred"] = batch["image"].clone()  # stands in for the network output
+    items = decollate_batch(batch)
+    first = items[0]["image"]
+    assert first.meta["suv_factor"] is None and first.meta["units"] == "hu"
+    assert first.meta["dicom_files"] == load_volume(tmp_path / "a").meta["dicom_files"]
+    restored = Invertd("pred", pre, orig_keys="image")(items[0])["pred"]
+    torch.testing.assert_close(restored.as_tensor(), load_volume(tmp_path / "a").as_tensor(), rtol=0, atol=0)
+    # the recorded parameters survive collation and invert a bare tensor too
+    rec = first.meta["normalization"]
+    torch.testing.assert_close(denormalize_units(first.as_tensor(), **rec), restored.as_tensor(), rtol=0, atol=0)
