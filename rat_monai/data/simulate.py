@@ -7,7 +7,7 @@ with a 2D parallel-beam model (:mod:`rat_monai.data.projectors`; all slices of a
 product):
 
 - PET: activity (Bq/ml, from SUV with a random weight / injected dose / uptake time) blurred by the system PSF,
-  forward projected with attenuation (511 keV mu map), plus a uniform scatter/randoms background; Poisson counts at
+  forward projected (ray-driven) with attenuation (511 keV mu map), plus a uniform scatter/randoms background; Poisson counts at
   full dose and at ``1 / dose_reduction`` of the counts; BOTH reconstructed by the same OSEM (attenuation and
   background modelled, ``iterations`` x ``subsets``) and the same Gaussian post-filter. The low-dose image is written
   as a real low-dose scan: Bq/ml ``1 / dose_reduction`` of the full dose and RadionuclideTotalDose reduced by the same
@@ -150,8 +150,10 @@ def simulate_pet_pair(
     sig_psf = psf_fwhm_mm / 2.3548 / np.asarray(spacing[:2])
     act_b = ndimage.gaussian_filter(act, sigma=(sig_psf[0], sig_psf[1], 0), mode="constant")
     proj = ParallelProjector(nx, ny, n_angles=n_angles)
-    att = np.exp(-proj.forward(ph.mu511) * np.float32(spacing[0])).astype(np.float32)
-    trues = att * proj.forward(act_b)
+    # data from the ray-driven projector, reconstruction with the (pixel-driven) OSEM matrix: no inverse crime
+    na = proj.n_angles_total
+    att = np.exp(-forward_project_interp(ph.mu511, na, proj.n_det) * np.float32(spacing[0])).astype(np.float32)
+    trues = att * forward_project_interp(act_b, na, proj.n_det)
     scale = float(counts_per_slice * nz / max(float(trues.sum()), 1e-12))
     trues *= scale
     support = trues > 0
@@ -183,7 +185,7 @@ def simulate_ct_pair(
     spacing: Sequence[float] | None = None,
     rng: np.random.Generator | int | None = None,
     dose_reduction: float = 4.0,
-    i0: float = 3e5,
+    i0: float = 1e6,
     electronic_noise: float = 10.0,
     filter_name: str = "shepp-logan",
     n_angles: int | None = None,
@@ -196,7 +198,7 @@ def simulate_ct_pair(
         spacing: voxel size in mm. Defaults to a 380 mm in-plane, 160 mm axial field of view.
         rng: Generator or seed. Defaults to None (unseeded).
         dose_reduction: photon factor of the low-dose scan (4 = quarter dose). Defaults to 4.
-        i0: unattenuated photons per ray (detector bin of one pixel width) at full dose. Defaults to 3e5.
+        i0: unattenuated photons per ray (detector bin of one pixel width) at full dose. Defaults to 1e6.
         electronic_noise: std of additive Gaussian detector noise in photons. Defaults to 10.
         filter_name: FBP filter (see :func:`rat_monai.data.projectors.ramp_filter`). Defaults to "shepp-logan".
         n_angles: views. Defaults to the larger in-plane size.
@@ -221,23 +223,24 @@ def simulate_ct_pair(
     xs = np.arange(nx) - (nx - 1) / 2
     ys = np.arange(ny) - (ny - 1) / 2
     fov = (xs[:, None] ** 2 + ys[None, :] ** 2) <= (min(nx, ny) / 2) ** 2
-    out = {}
-    for name, f in (("full", 1.0), ("low", 1.0 / dose_reduction)):
+    sinos = []
+    for f in (1.0, 1.0 / dose_reduction):  # full, low
         n0 = i0 * f
         det = rng.poisson(n0 * np.exp(-line)).astype(np.float32)
         det += rng.normal(0.0, electronic_noise, size=det.shape).astype(np.float32)
-        p = np.log(np.float32(n0) / np.maximum(det, 1.0)).astype(np.float32)
-        mu_rec = fbp(p / np.float32(spacing[0]), proj, filter_name)
-        hu = (mu_rec / MU_WATER - 1.0) * 1000.0
-        hu[~fov] = -1024.0
-        out[name] = np.clip(hu, -1024.0, 3071.0).astype(np.float32)
-    return {"low": out["low"], "full": out["full"], "truth": ph.hu, "body": ph.body, "spacing": spacing}
+        sinos.append(np.log(np.float32(n0) / np.maximum(det, 1.0)).astype(np.float32))
+    # one filtered back-projection for both doses (same filter, same back projector)
+    mu_rec = fbp(np.concatenate(sinos, axis=2) / np.float32(spacing[0]), proj, filter_name)
+    hu = (mu_rec / MU_WATER - 1.0) * 1000.0
+    hu[~fov] = -1024.0
+    hu = np.clip(hu, -1024.0, 3071.0).astype(np.float32)
+    return {"low": hu[..., nz:], "full": hu[..., :nz], "truth": ph.hu, "body": ph.body, "spacing": spacing}
 
 
 def split_counts(n: int, split: Sequence[float] = (0.7, 0.15, 0.15)) -> tuple[int, int, int]:
     """Numbers of (training, validation, test) items for ``n`` items and ``split`` fractions.
 
-    Validation and test get ``round(n * fraction)`` items, at least one each when their fraction is positive and
+    Validation and test get ``n * fraction`` items rounded half up, at least one each when their fraction is positive and
     ``n`` allows (training keeps at least one); training gets the rest.
     """
     if len(split) != 3 or min(split) < 0 or sum(split) <= 0:
@@ -246,8 +249,8 @@ def split_counts(n: int, split: Sequence[float] = (0.7, 0.15, 0.15)) -> tuple[in
         raise ValueError(f"need at least one subject, got {n}.")
     tot = float(sum(split))
     fr = [s / tot for s in split]
-    n_val = int(round(n * fr[1]))
-    n_test = int(round(n * fr[2]))
+    n_val = int(math.floor(n * fr[1] + 0.5 + 1e-9))  # round half up
+    n_test = int(math.floor(n * fr[2] + 0.5 + 1e-9))
     if fr[1] > 0 and n_val == 0 and n >= 2:
         n_val = 1
     if fr[2] > 0 and n_test == 0 and n >= 3:
@@ -344,8 +347,8 @@ def simulate_dataset(
     if int(subjects) < 1:
         raise ValueError(f"subjects must be >= 1, got {subjects}.")
     shape = tuple(int(s) for s in (shape or DEFAULT_SHAPE[modality]))
-    if len(shape) != 3 or min(shape) < 8 or min(shape[:2]) < 16:
-        raise ValueError(f"shape must be (X, Y, Z) with X, Y >= 16 and Z >= 8, got {shape}.")
+    if len(shape) != 3 or shape[2] < 1 or min(shape[:2]) < 16:
+        raise ValueError(f"shape must be (X, Y, Z) with X, Y >= 16 and Z >= 1, got {shape}.")
     drf = float(dose_reduction if dose_reduction is not None else DEFAULT_DOSE_REDUCTION[modality])
     n_train, n_val, n_test = split_counts(int(subjects), split)
     out = Path(out_dir)
