@@ -53,8 +53,8 @@ class LoadVolumed(MapTransform):
         series_uid: one SeriesInstanceUID for all keys, or a sequence with one per key. Defaults to None.
         units: one unit choice for all keys or one per key. Defaults to "auto".
         modality: one modality for all keys or one per key. Defaults to None.
-        allow_gaps: tolerate missing DICOM slices with a warning. Defaults to False.
         allow_missing_keys: don't raise when a key is absent. Defaults to False.
+        allow_gaps: tolerate missing DICOM slices with a warning. Defaults to False.
     """
 
     def __init__(
@@ -63,8 +63,8 @@ class LoadVolumed(MapTransform):
         series_uid: str | Sequence[str | None] | None = None,
         units: str | Sequence[str] = "auto",
         modality: str | Sequence[str | None] | None = None,
-        allow_gaps: bool = False,
         allow_missing_keys: bool = False,
+        allow_gaps: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         n = len(self.keys)
