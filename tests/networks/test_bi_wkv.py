@@ -82,13 +82,13 @@ class TestBiWKV(unittest.TestCase):
         g = torch.Generator().manual_seed(5)
         step = torch.randn(3, generator=g)  # decay over one chunk, both signs
         mu = torch.randn(2, 16, 3, generator=g) * 20  # log-scales of 16 chunk totals
-        total = torch.rand(2, 16, 3, 2, generator=g)
+        total = torch.rand(2, 2, 16, 3, generator=g)  # [P, B, n, C]
         off_d, val_d = bi_wkv_module._inter_chunk_dense(mu, total, step)
         off_l, val_l = bi_wkv_module._inter_chunk_loop(mu, total, step)
-        dense = val_d * torch.exp(off_d).unsqueeze(-1)
-        loop = val_l * torch.exp(off_l).unsqueeze(-1)
+        dense = val_d * torch.exp(off_d)
+        loop = val_l * torch.exp(off_l)
         torch.testing.assert_close(dense, loop, rtol=1e-4, atol=0.0)
-        self.assertEqual(float(val_d[:, 0].abs().max()), 0.0)  # the first chunk starts from an empty state
+        self.assertEqual(float(val_d[:, :, 0].abs().max()), 0.0)  # the first chunk starts from an empty state
 
     def test_bfloat16(self):
         w, u, k, v = _inputs(2, 200, 4, 20.0, 3.0, seed=3)

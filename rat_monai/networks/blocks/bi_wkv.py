@@ -95,11 +95,11 @@ def _inter_chunk_dense(mu: torch.Tensor, total: torch.Tensor, step: torch.Tensor
 
     Args:
         mu: log-scale of each chunk's total ``[B, n, C]``.
-        total: chunk totals ``[B, n, C, P]``.
+        total: chunk totals ``[P, B, n, C]``.
         step: decay over one chunk ``L * w`` ``[C]``.
 
     Returns:
-        ``(offset [B, n, C], value [B, n, C, P])`` of the state at each chunk start (state 0 is empty).
+        ``(offset [B, n, C], value [P, B, n, C])`` of the state at each chunk start (state 0 is empty).
     """
     n_chunks = mu.shape[1]
     pos = torch.arange(n_chunks, device=mu.device, dtype=mu.dtype)
@@ -110,7 +110,7 @@ def _inter_chunk_dense(mu: torch.Tensor, total: torch.Tensor, step: torch.Tensor
     top = score.detach().amax(-1, keepdim=True)
     top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))  # chunk 0 has an empty state
     weight = torch.exp(score - top)  # [B, C, n, n]
-    value = torch.einsum("bcij,bjcp->bicp", weight, total)
+    value = torch.matmul(weight, total.permute(1, 3, 2, 0)).permute(3, 0, 2, 1)  # [P, B, n, C]
     return top.squeeze(-1).transpose(1, 2), value
 
 
@@ -120,16 +120,15 @@ def _inter_chunk_loop(mu: torch.Tensor, total: torch.Tensor, step: torch.Tensor)
     Used when there are so many chunks (very large ``|w|`` forces short chunks) that ``n^2`` would exceed ``O(T)``.
     """
     s = (mu[:, 0] - step).detach() - 1000.0  # empty initial state (value 0): any offset below the real ones
-    state = torch.zeros_like(total[:, 0])
+    state = torch.zeros_like(total[:, :, 0])
     offsets, states = [], []
     for c in range(mu.shape[1]):
         offsets.append(s)
         states.append(state)
         s_new = torch.maximum(s - step, mu[:, c]).detach()
-        carried = state * torch.exp(s - step - s_new).unsqueeze(-1)
-        state = carried + total[:, c] * torch.exp(mu[:, c] - s_new).unsqueeze(-1)
+        state = state * torch.exp(s - step - s_new) + total[:, :, c] * torch.exp(mu[:, c] - s_new)
         s = s_new
-    return torch.stack(offsets, 1), torch.stack(states, 1)
+    return torch.stack(offsets, 1), torch.stack(states, 2)
 
 
 def _decayed_prefix(a: torch.Tensor, x: torch.Tensor, w: torch.Tensor, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -137,12 +136,12 @@ def _decayed_prefix(a: torch.Tensor, x: torch.Tensor, w: torch.Tensor, chunk: in
 
     Args:
         a: log-weights ``[B, T, C]`` (float32).
-        x: values ``[B, T, C, P]`` (float32; several value sets sharing the weights).
+        x: values ``[P, B, T, C]`` (float32; ``P`` value sets sharing the weights, leading so broadcasts are cheap).
         w: decay ``[C]``.
         chunk: chunk length ``L``.
 
     Returns:
-        ``(offset [B, T, C], value [B, T, C, P])`` with ``F_t = exp(offset_t) * value_t``.
+        ``(offset [B, T, C], value [P, B, T, C])`` with ``F_t = exp(offset_t) * value_t``.
     """
     batch, length, channels = a.shape
     n_chunks = -(-length // chunk)
@@ -151,33 +150,35 @@ def _decayed_prefix(a: torch.Tensor, x: torch.Tensor, w: torch.Tensor, chunk: in
         # padded tokens carry zero value; their log-weight is the sequence minimum so they never set a chunk offset
         # more than chunk * |w| above the real tokens
         a = torch.cat([a, a.detach().amin(1, keepdim=True).expand(batch, pad, channels)], dim=1)
-        x = torch.cat([x, x.new_zeros(batch, pad, *x.shape[2:])], dim=1)
+        x = torch.cat([x, x.new_zeros(x.shape[0], batch, pad, channels)], dim=2)
     a = a.reshape(batch, n_chunks, chunk, channels)
-    x = x.reshape(batch, n_chunks, chunk, channels, -1)
+    x = x.reshape(-1, batch, n_chunks, chunk, channels)
     idx = torch.arange(chunk, device=a.device, dtype=a.dtype)[:, None]  # [L, 1]
 
     # intra-chunk: cumsum relative to the chunk maximum of e_j = a_j + j * w
     e = a + idx * w
     m = e.detach().amax(2, keepdim=True)  # [B, n, 1, C]
-    p = torch.cumsum(torch.exp(e - m).unsqueeze(-1) * x, dim=2)  # [B, n, L, C, P]
-    p_excl = torch.cat([torch.zeros_like(p[:, :, :1]), p[:, :, :-1]], dim=2)
-    off_intra = m - (idx - 1) * w  # [B, n, L, C]
+    p = torch.cumsum(torch.exp(e - m) * x, dim=3)  # [P, B, n, L, C]
+    p_excl = torch.cat([torch.zeros_like(p[:, :, :, :1]), p[:, :, :, :-1]], dim=3)
+    # row j of a chunk: intra part exp(m + w - j * w) * p_excl_j
 
     # inter-chunk: the state at the start of chunk c is sum_{c' < c} exp(mu_c' - (c - 1 - c') * L * w) * total_c'
-    total = p[:, :, -1]  # [B, n, C, P]
+    total = p[:, :, :, -1]  # [P, B, n, C]
     mu = m[:, :, 0] - (chunk - 1) * w  # [B, n, C]
     if n_chunks * n_chunks <= max(4 * length, 4096):
         off_state, val_state = _inter_chunk_dense(mu, total, chunk * w)
     else:
         off_state, val_state = _inter_chunk_loop(mu, total, chunk * w)
-    off_inter = off_state.unsqueeze(2) - idx * w  # [B, n, L, C]
-    val_inter = val_state.unsqueeze(2)  # [B, n, 1, C, P]
+    # row j of chunk c: inter part exp(s_c - j * w) * state_c
 
-    offset = torch.maximum(off_intra, off_inter).detach()
-    value = p_excl * torch.exp(off_intra - offset).unsqueeze(-1)
-    value = value + val_inter * torch.exp(off_inter - offset).unsqueeze(-1)
+    # both parts share the row factor exp(-j * w): one offset per chunk, so the rescaling factors are per chunk
+    off_intra = m + w  # [B, n, 1, C]
+    off_inter = off_state.unsqueeze(2)  # [B, n, 1, C]
+    top = torch.maximum(off_intra, off_inter).detach()
+    value = p_excl * torch.exp(off_intra - top) + val_state.unsqueeze(3) * torch.exp(off_inter - top)
+    offset = top - idx * w  # [B, n, L, C]
     offset = offset.reshape(batch, n_chunks * chunk, channels)[:, :length]
-    value = value.reshape(batch, n_chunks * chunk, channels, -1)[:, :length]
+    value = value.reshape(-1, batch, n_chunks * chunk, channels)[:, :, :length]
     return offset, value
 
 
@@ -206,17 +207,13 @@ def bi_wkv(
     dtype = torch.promote_types(v.dtype, torch.float32)
     w, u, k, v = (t.to(dtype) for t in (w, u, k, v))
     chunk = _choose_chunk(k.shape[1], w, chunk_size)
-    x = torch.stack([v, torch.ones_like(v)], dim=-1)  # numerator and denominator share every weight
+    x = torch.stack([v, torch.ones_like(v)])  # [2, B, T, C]: numerator and denominator share every weight
 
     off_f, val_f = _decayed_prefix(k, x, w, chunk)
-    off_b, val_b = _decayed_prefix(k.flip(1), x.flip(1), w, chunk)
-    off_b, val_b = off_b.flip(1), val_b.flip(1)
+    off_b, val_b = _decayed_prefix(k.flip(1), x.flip(2), w, chunk)
+    off_b, val_b = off_b.flip(1), val_b.flip(2)
     self_exp = u + k
 
     top = torch.maximum(torch.maximum(off_f, off_b), self_exp).detach()
-    total = (
-        val_f * torch.exp(off_f - top).unsqueeze(-1)
-        + val_b * torch.exp(off_b - top).unsqueeze(-1)
-        + x * torch.exp(self_exp - top).unsqueeze(-1)
-    )
-    return (total[..., 0] / total[..., 1]).to(out_dtype)
+    total = val_f * torch.exp(off_f - top) + val_b * torch.exp(off_b - top) + x * torch.exp(self_exp - top)
+    return (total[0] / total[1]).to(out_dtype)
