@@ -238,7 +238,15 @@ class ScanRestorer:
             parser["model_version"] = bundle_version(root)
         if "seed" in parser:
             torch.manual_seed(int(parser.get_parsed_content("seed")))
-        restorer = parser.get_parsed_content("restorer")
+        try:
+            restorer = parser.get_parsed_content("restorer")
+        except RuntimeError as e:  # monai.bundle wraps constructor errors: surface the user-facing cause
+            cause = e.__cause__
+            while isinstance(cause, RuntimeError) and cause.__cause__ is not None:
+                cause = cause.__cause__
+            if isinstance(cause, (FileNotFoundError, FileExistsError, ValueError)):
+                raise cause from None
+            raise
         if not isinstance(restorer, ScanRestorer):
             raise ValueError(f"{config}: the id 'restorer' must build a ScanRestorer, got {type(restorer).__name__}.")
         return restorer
