@@ -27,6 +27,7 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut
+from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from tqdm import tqdm
 
 __all__ = [
@@ -115,7 +116,7 @@ def _read_header(path: Path) -> Dataset | None:
     try:
         ds = pydicom.dcmread(path, defer_size=_DEFER_SIZE)
     except InvalidDicomError:
-        return None
+        return _read_headerless(path)
     except Exception as e:  # noqa: BLE001 - pydicom raises many types for broken files
         if _is_dicom_preamble(path):
             raise _corrupt_error(path, f"{type(e).__name__}: {e}") from e
@@ -124,6 +125,25 @@ def _read_header(path: Path) -> Dataset | None:
     sop = ds.file_meta.get("MediaStorageSOPClassUID", None) if hasattr(ds, "file_meta") else None
     if sop is not None and "Image Storage" in getattr(sop, "name", "") and ("Rows" not in ds or "Columns" not in ds):
         raise _corrupt_error(path, f"a {sop.name} object whose header ends before Rows/Columns")
+    return ds
+
+
+def _read_headerless(path: Path) -> Dataset | None:
+    """A DICOM data set stored without preamble/file meta (older exports): accepted only if it is clearly an image
+    slice (Rows, Columns, SeriesInstanceUID, ImagePositionPatient); the transfer syntax is set from its encoding."""
+    try:
+        with warnings.catch_warnings():  # forced reads of non-DICOM files warn about the VR they "found"
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(path, force=True, defer_size=_DEFER_SIZE)
+        if not all(k in ds for k in ("Rows", "Columns", "SeriesInstanceUID", "ImagePositionPatient")):
+            return None
+        implicit, little = ds.original_encoding
+    except Exception:  # noqa: BLE001 - any parse failure means "not DICOM"
+        return None
+    if "TransferSyntaxUID" not in ds.file_meta:
+        ds.file_meta.TransferSyntaxUID = (
+            ImplicitVRLittleEndian if implicit else (ExplicitVRLittleEndian if little else ExplicitVRBigEndian)
+        )
     return ds
 
 

@@ -268,3 +268,24 @@ def test_pet_units_tag(real_pet_dir, tmp_path, tag, units, expected, values):
     assert vol.meta["units"] == expected
     for z, f in enumerate(vol.meta["dicom_files"]):
         np.testing.assert_allclose(vol[0, :, :, z].numpy().T, rescaled(Path(f)), rtol=1e-6)
+
+
+@pytest.mark.parametrize("implicit_vr", [True, False])
+def test_files_without_preamble(real_ct_dir, tmp_path, implicit_vr):
+    """Data sets written without preamble/file meta (older exports) are read; the transfer syntax is inferred."""
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset
+
+    files = real_files(real_ct_dir)[:3]
+    folder = tmp_path / "raw"
+    folder.mkdir()
+    for f in files:
+        buf = DicomBytesIO()
+        buf.is_little_endian, buf.is_implicit_VR = True, implicit_vr
+        write_dataset(buf, pydicom.dcmread(f))
+        (folder / f.name).write_bytes(buf.getvalue())
+    (folder / "notes.txt").write_text("0123456789" * 20)  # must still be ignored, even when read with force=True
+    ref = load_volume(copy_slices(files, tmp_path / "ref")[0].parent)
+    vol = load_volume(folder)
+    np.testing.assert_array_equal(vol.numpy(), ref.numpy())
+    np.testing.assert_allclose(vol.affine.numpy(), ref.affine.numpy())
