@@ -84,7 +84,8 @@ def _find_pairs(folder: Path) -> dict[str, dict[str, Any]]:
         m = _NII.match(p.name)
         if not m or m["part"] != "low" or not p.is_file():
             continue
-        full = [q for q in (p.parent / f"{m['subject']}_full.nii.gz", p.parent / f"{m['subject']}_full.nii") if q.is_file()]
+        partners = (p.parent / f"{m['subject']}_full.nii.gz", p.parent / f"{m['subject']}_full.nii")
+        full = [q for q in partners if q.is_file()]
         if not full:
             unpaired.append(str(p))
             continue
@@ -178,7 +179,9 @@ def build_datalist(
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``rat-monai datalist``."""
-    parser.add_argument("folder", help="folder with <subject>_low/_full NIfTI files or <subject>/low|full DICOM folders")
+    parser.add_argument(
+        "folder", help="folder with <subject>_low/_full NIfTI files or <subject>/low|full DICOM folders"
+    )
     parser.add_argument("--out", default=None, help="datalist file to write (default FOLDER/datalist.json)")
     parser.add_argument("--split", type=float, nargs=3, default=[0.7, 0.15, 0.15], metavar=("TRAIN", "VAL", "TEST"),
                         help="split fractions (default 0.7 0.15 0.15)")

@@ -31,7 +31,7 @@ def uid_from(*entropy: object) -> str:
 
 
 def ras_affine(spacing: Sequence[float], origin_lps: Sequence[float]) -> np.ndarray:
-    """RAS affine of an axial ``[X, Y, Z]`` volume with voxel ``spacing`` and first-voxel LPS position ``origin_lps``."""
+    """RAS affine of an axial ``[X, Y, Z]`` volume with voxel ``spacing`` and first-voxel LPS ``origin_lps``."""
     aff = np.diag([-float(spacing[0]), -float(spacing[1]), float(spacing[2]), 1.0])
     aff[:3, 3] = [-float(origin_lps[0]), -float(origin_lps[1]), float(origin_lps[2])]
     return aff

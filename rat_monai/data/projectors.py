@@ -35,6 +35,7 @@ __all__ = [
     "osem_reference",
     "forward_project_reference",
     "forward_project_interp",
+    "clear_projector_cache",
 ]
 
 _FILTERS = ("ramp", "shepp-logan", "cosine", "hann")
@@ -71,14 +72,20 @@ def _system_matrix(nx: int, ny: int, angles: tuple[float, ...], n_det: int) -> s
         data[start:stop, :, 1] = np.where(valid1, w1, 0.0)
         rows[start:stop, :, 0] = np.clip(b0, 0, n_det - 1) + offsets
         rows[start:stop, :, 1] = np.clip(b0 + 1, 0, n_det - 1) + offsets
-    indptr = np.arange(npix + 1, dtype=np.int64) * (2 * n_ang)
+    idx_dtype = np.int32 if npix * 2 * n_ang < 2**31 - 1 else np.int64  # int32 keeps scipy from upcasting indices
+    indptr = np.arange(npix + 1, dtype=idx_dtype) * (2 * n_ang)
     mat = sp.csc_matrix((data.ravel(), rows.ravel(), indptr), shape=(n_ang * n_det, npix))
     return mat  # out-of-range bins are clipped with weight 0 (duplicates of weight 0 are harmless)
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=16)
 def _cached_matrix(nx: int, ny: int, angles: tuple[float, ...], n_det: int) -> sp.csc_matrix:
     return _system_matrix(nx, ny, angles, n_det)
+
+
+def clear_projector_cache() -> None:
+    """Free the cached system matrices (the simulator calls it when done; a 256x256 CT matrix is ~270 MB)."""
+    _cached_matrix.cache_clear()
 
 
 class ParallelProjector:
@@ -211,7 +218,7 @@ def _joseph_matrix(nx: int, ny: int, angles: Sequence[float], n_det: int) -> sp.
 
 
 def forward_project_interp(
-    img: np.ndarray, n_angles: int | None = None, n_det: int | None = None, chunk: int = 32
+    img: np.ndarray, n_angles: int | None = None, n_det: int | None = None, chunk: int = 16
 ) -> np.ndarray:
     """Ray-driven (Joseph) forward projection: the image is interpolated linearly along each ray.
 
@@ -226,7 +233,7 @@ def forward_project_interp(
         img: ``[nx, ny]`` or ``[nx, ny, S]``.
         n_angles: views over ``[0, pi)``. Defaults to ``max(nx, ny)``.
         n_det: bins. Defaults to :func:`default_n_det`.
-        chunk: views per sparse matrix. Defaults to 32.
+        chunk: views per sparse matrix. Defaults to 16.
     """
     arr = np.asarray(img, dtype=np.float32)
     single = arr.ndim == 2
@@ -358,7 +365,8 @@ def osem(
     s = counts.shape[2]
     att = np.ones_like(counts) if attenuation is None else np.broadcast_to(attenuation, counts.shape).astype(np.float32)
     bg = np.broadcast_to(np.asarray(background, dtype=np.float32), counts.shape)
-    x = np.ones((nx, ny, s), np.float32) * np.float32(max(counts.sum() / max(scale, eps) / (n_angles * nx * ny * s), eps))
+    start = max(float(counts.sum()) / max(scale, eps) / (n_angles * nx * ny * s), eps)
+    x = np.full((nx, ny, s), start, np.float32)
     if init is not None:
         x = np.array(init, dtype=np.float32).reshape(nx, ny, s)
     parts = []

@@ -7,14 +7,14 @@ with a 2D parallel-beam model (:mod:`rat_monai.data.projectors`; all slices of a
 product):
 
 - PET: activity (Bq/ml, from SUV with a random weight / injected dose / uptake time) blurred by the system PSF,
-  forward projected (ray-driven) with attenuation (511 keV mu map), plus a uniform scatter/randoms background; Poisson counts at
-  full dose and at ``1 / dose_reduction`` of the counts; BOTH reconstructed by the same OSEM (attenuation and
-  background modelled, ``iterations`` x ``subsets``) and the same Gaussian post-filter. The low-dose image is written
-  as a real low-dose scan: Bq/ml ``1 / dose_reduction`` of the full dose and RadionuclideTotalDose reduced by the same
-  factor, so both have the same SUV scale.
-- CT: HU -> linear attenuation (mu_water = 0.0192 / mm), line integrals, Poisson transmission counts with ``i0``
-  photons per ray at full dose and ``i0 / dose_reduction`` at low dose plus Gaussian electronic noise, log, then the
-  same filtered back-projection for both; HU outside the reconstruction circle is -1024.
+  forward projected (ray-driven) with attenuation (511 keV mu map), plus a uniform scatter/randoms background;
+  Poisson counts at full dose and at ``1 / dose_reduction`` of the counts; BOTH reconstructed by the same OSEM
+  (pixel-driven matrix, attenuation and background modelled, ``iterations`` x ``subsets``) and the same Gaussian
+  post-filter. The low-dose image is written as a real low-dose scan: Bq/ml ``1 / dose_reduction`` of the full dose
+  and RadionuclideTotalDose reduced by the same factor, so both have the same SUV scale.
+- CT: HU -> linear attenuation (mu_water = 0.0192 / mm), ray-driven line integrals, Poisson transmission counts with
+  ``i0`` photons per ray at full dose and ``i0 / dose_reduction`` at low dose plus Gaussian electronic noise, log,
+  then the same filtered back-projection for both; HU outside the reconstruction circle is -1024.
 
 Output folder layout (the one :func:`rat_monai.data.datalist.build_datalist` recognises)::
 
@@ -55,7 +55,14 @@ from scipy import ndimage
 
 from rat_monai.data.dicom_export import ras_affine, uid_from, write_dicom_series, write_nifti
 from rat_monai.data.phantom import make_phantom
-from rat_monai.data.projectors import ParallelProjector, fbp, forward_project_interp, osem
+from rat_monai.data.projectors import (
+    ParallelProjector,
+    clear_projector_cache,
+    default_n_det,
+    fbp,
+    forward_project_interp,
+    osem,
+)
 
 __all__ = [
     "DEFAULT_SHAPE",
@@ -89,7 +96,9 @@ def _spacing(modality: str, shape: Sequence[int]) -> tuple[float, float, float]:
     return (d, d, fov_z / shape[2])
 
 
-def masked_psnr(test: np.ndarray, ref: np.ndarray, mask: np.ndarray | None = None, data_range: float | None = None) -> float:
+def masked_psnr(
+    test: np.ndarray, ref: np.ndarray, mask: np.ndarray | None = None, data_range: float | None = None
+) -> float:
     """PSNR (dB) of ``test`` against ``ref`` over ``mask`` with ``data_range`` (default: ref max - min over mask)."""
     t = np.asarray(test, np.float64)
     r = np.asarray(ref, np.float64)
@@ -149,23 +158,26 @@ def simulate_pet_pair(
     act = ph.suv / suv_factor  # Bq/ml
     sig_psf = psf_fwhm_mm / 2.3548 / np.asarray(spacing[:2])
     act_b = ndimage.gaussian_filter(act, sigma=(sig_psf[0], sig_psf[1], 0), mode="constant")
-    proj = ParallelProjector(nx, ny, n_angles=n_angles)
+    na = int(n_angles if n_angles is not None else max(nx, ny))
+    nd = default_n_det(nx, ny)
     # data from the ray-driven projector, reconstruction with the (pixel-driven) OSEM matrix: no inverse crime
-    na = proj.n_angles_total
-    att = np.exp(-forward_project_interp(ph.mu511, na, proj.n_det) * np.float32(spacing[0])).astype(np.float32)
-    trues = att * forward_project_interp(act_b, na, proj.n_det)
+    att = np.exp(-forward_project_interp(ph.mu511, na, nd) * np.float32(spacing[0])).astype(np.float32)
+    trues = att * forward_project_interp(act_b, na, nd)
     scale = float(counts_per_slice * nz / max(float(trues.sum()), 1e-12))
     trues *= scale
     support = trues > 0
     bg = np.float32(scatter_fraction * (trues[support].mean() if support.any() else 0.0))
-    out = {}
-    for name, f in (("full", 1.0), ("low", 1.0 / dose_reduction)):
-        counts = rng.poisson(np.maximum(trues * f + bg * f, 0)).astype(np.float32)
-        rec = osem(counts, nx, ny, attenuation=att, background=bg * f, scale=scale * f, iterations=iterations,
-                   subsets=subsets)
-        sig_pf = postfilter_fwhm_mm / 2.3548 / np.asarray(spacing[:2])
-        rec = ndimage.gaussian_filter(rec, sigma=(sig_pf[0], sig_pf[1], 0), mode="constant")
-        out[name] = np.maximum(rec, 0).astype(np.float32) * np.float32(f)  # low dose: its own, 1/f activity
+    f_low = 1.0 / dose_reduction
+    counts_full = rng.poisson(np.maximum(trues + bg, 0)).astype(np.float32)
+    counts_low = rng.poisson(np.maximum((trues + bg) * f_low, 0)).astype(np.float32)
+    # One OSEM over both doses: EM with (counts / f, background, scale) has exactly the iterates of
+    # (counts, f * background, f * scale), so the low-dose counts are divided by f and share the full-dose model.
+    rec = osem(np.concatenate([counts_full, counts_low / np.float32(f_low)], axis=2), nx, ny, n_angles=na,
+               n_det=nd, attenuation=np.concatenate([att, att], axis=2), background=bg, scale=scale,
+               iterations=iterations, subsets=subsets)
+    sig_pf = postfilter_fwhm_mm / 2.3548 / np.asarray(spacing[:2])
+    rec = np.maximum(ndimage.gaussian_filter(rec, sigma=(sig_pf[0], sig_pf[1], 0), mode="constant"), 0)
+    out = {"full": rec[..., :nz].astype(np.float32), "low": (rec[..., nz:] * np.float32(f_low)).astype(np.float32)}
     return {
         "low": out["low"],
         "full": out["full"],
@@ -240,8 +252,8 @@ def simulate_ct_pair(
 def split_counts(n: int, split: Sequence[float] = (0.7, 0.15, 0.15)) -> tuple[int, int, int]:
     """Numbers of (training, validation, test) items for ``n`` items and ``split`` fractions.
 
-    Validation and test get ``n * fraction`` items rounded half up, at least one each when their fraction is positive and
-    ``n`` allows (training keeps at least one); training gets the rest.
+    Validation and test get ``n * fraction`` items rounded half up, at least one each when their fraction is
+    positive and ``n`` allows (training keeps at least one); training gets the rest.
     """
     if len(split) != 3 or min(split) < 0 or sum(split) <= 0:
         raise ValueError(f"split must be three non-negative fractions (training, validation, test), got {split}.")
@@ -400,7 +412,8 @@ def simulate_dataset(
                 ddir = out / "dicom" / sid / part
                 common = dict(modality=dicom_mod, spacing=spacing, origin_lps=origin, study_uid=study_uid,
                               frame_uid=frame_uid, series_uid=uid_from("rat-monai-sim", modality, seed, s, part),
-                              uid_entropy=("rat-monai-sim", modality, seed, s, part), series_number=1 + (part == "full"),
+                              uid_entropy=("rat-monai-sim", modality, seed, s, part),
+                              series_number=1 + int(part == "full"),
                               series_description=f"SIM {desc}", patient_id=f"SIM-{seed}-{sid}")
                 if modality == "pet":
                     write_dicom_series(res[part], ddir, patient_weight_kg=res["weight_kg"],
@@ -439,6 +452,7 @@ def simulate_dataset(
     if modality == "pet":
         summary.update(iterations=iterations, subsets=subsets)
     (out / "simulation.json").write_text(json.dumps(summary, indent=2) + "\n")
+    clear_projector_cache()
     logger.info("simulated %d %s subjects into %s in %.1f s", subjects, modality, out, summary["total_s"])
     return path
 

@@ -30,8 +30,9 @@ def _pair(tmp_path: Path, name: str, nz: int = 6, empty: tuple = (0, 5), shape=(
     lab[2:-2, 2:-2, :] = 1.0 + rng.random((shape[0] - 4, shape[1] - 4, nz))
     lab[..., list(empty)] = 0.0
     img = lab + 0.01 * rng.standard_normal(lab.shape).astype(np.float32)
-    return {"image": _write(tmp_path / f"{name}_low.nii.gz", img), "label": _write(tmp_path / f"{name}_full.nii.gz", lab),
-            "subject": name}, img, lab
+    item = {"image": _write(tmp_path / f"{name}_low.nii.gz", img)}
+    item["label"] = _write(tmp_path / f"{name}_full.nii.gz", lab)
+    return {**item, "subject": name}, img, lab
 
 
 class CountingTransform(MapTransform):
