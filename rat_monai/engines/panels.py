@@ -17,7 +17,8 @@ _SEP = 2  # pixels of dark grey between tiles
 
 def _to_2d(x: np.ndarray | torch.Tensor) -> np.ndarray:
     arr = x.detach().float().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=np.float32)
-    arr = np.squeeze(arr)
+    while arr.ndim > 2 and arr.shape[0] == 1:  # drop leading channel / batch dims of size 1
+        arr = arr[0]
     if arr.ndim != 2:
         raise ValueError(f"a panel tile must be a single 2D slice ([H, W] or [1, H, W]), got shape {arr.shape}.")
     return arr

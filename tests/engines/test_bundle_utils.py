@@ -1,0 +1,93 @@
+# Copyright (c) rat-monai contributors
+# Licensed under the Apache License, Version 2.0
+from __future__ import annotations
+
+import json
+import tempfile
+import unittest
+from pathlib import Path
+
+from ignite.handlers import ProgressBar
+from monai.handlers import CheckpointSaver, LrScheduleHandler, StatsHandler, ValidationHandler
+from parameterized import parameterized
+
+from rat_monai.engines import (
+    ImagePanelHandler,
+    IterationLimitHandler,
+    ensure_dataset,
+    epochs_for_iterations,
+    find_latest_checkpoint,
+    handlers_for_rank,
+    iteration_budget,
+)
+
+# (max_iterations, epoch_length, expected epochs)
+EPOCH_CASES = [(1, 1, 1), (10, 3, 4), (9, 3, 3), (200000, 12345, 17), (5, 100, 1)]
+
+
+class TestBudget(unittest.TestCase):
+    @parameterized.expand(EPOCH_CASES)
+    def test_epochs(self, iters, length, expected):
+        self.assertEqual(epochs_for_iterations(iters, length), expected)
+        self.assertGreaterEqual(expected * length, iters)
+
+    def test_iteration_budget(self):
+        self.assertEqual(iteration_budget(100, 3, 10), 30)  # a max_epochs override ends the run first
+        self.assertEqual(iteration_budget(25, 3, 10), 25)
+
+    def test_ill_arg(self):
+        with self.assertRaisesRegex(ValueError, "empty"):
+            epochs_for_iterations(10, 0)
+        with self.assertRaises(ValueError):
+            epochs_for_iterations(0, 5)
+
+
+class TestCheckpointsAndRanks(unittest.TestCase):
+    def test_find_latest(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            with self.assertRaisesRegex(FileNotFoundError, "resume"):
+                find_latest_checkpoint(tmp)
+            for name in ("checkpoint_iteration=40.pt", "checkpoint_final_iteration=45.pt", "model.pt", "x_iteration=9"):
+                (Path(tmp) / name).write_bytes(b"")
+            self.assertTrue(find_latest_checkpoint(tmp).endswith("checkpoint_final_iteration=45.pt"))
+            (Path(tmp) / "checkpoint_iteration=100.pt").write_bytes(b"")
+            self.assertTrue(find_latest_checkpoint(tmp).endswith("checkpoint_iteration=100.pt"))
+        with self.assertRaises(FileNotFoundError):
+            find_latest_checkpoint("/nonexistent/rat_monai/folder")
+
+    def test_handlers_for_rank(self):
+        import torch
+
+        opt = torch.optim.SGD(torch.nn.Linear(1, 1).parameters(), lr=0.1)
+        sched = torch.optim.lr_scheduler.StepLR(opt, 1)
+        keep = [LrScheduleHandler(sched), ValidationHandler(interval=1), IterationLimitHandler(3)]
+        drop = [
+            StatsHandler(),
+            CheckpointSaver(save_dir=".", save_dict={"o": opt}),
+            ImagePanelHandler(),
+            ProgressBar(),
+        ]
+        handlers = keep[:1] + drop[:2] + keep[1:] + drop[2:]
+        self.assertEqual(handlers_for_rank(handlers, rank=0), handlers)
+        self.assertEqual(handlers_for_rank(handlers, rank=1), keep)
+        self.assertIsNone(handlers_for_rank(None, rank=1))
+
+
+class TestEnsureDataset(unittest.TestCase):
+    def test_existing_datalist_is_used(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / "datalist.json").write_text(json.dumps({"training": []}))
+            self.assertEqual(ensure_dataset(tmp, "pet"), str(Path(tmp) / "datalist.json"))
+
+    def test_refuses_user_folder_without_datalist(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / "scan.nii.gz").write_bytes(b"")
+            with self.assertRaisesRegex(FileExistsError, "rat-monai datalist"):
+                ensure_dataset(tmp, "ct")
+            self.assertEqual(sorted(p.name for p in Path(tmp).iterdir()), ["scan.nii.gz"])
+
+    # the simulating path runs in tests/bundles/conftest.py (session fixture), shared with the bundle tests
+
+
+if __name__ == "__main__":
+    unittest.main()
