@@ -416,8 +416,14 @@ def _geometry(headers: list[Dataset], files: list[str]) -> dict[str, Any]:
     }
 
 
-def _check_steps(geo: dict[str, Any], files: list[str], where: str, allow_gaps: bool) -> float:
-    """Validate the slice steps and return the step used in the affine (mean step, documented in load_volume)."""
+def _check_steps(
+    geo: dict[str, Any], files: list[str], where: str, allow_gaps: bool, allow_tilt: bool = False
+) -> float:
+    """Validate the slice steps and return the step used in the affine (mean step, documented in load_volume).
+
+    Sets ``geo["sheared"] = True`` when the stack is sheared (gantry tilt) and ``allow_tilt`` lets it through.
+    """
+    geo["sheared"] = False
     pos, ipp = geo["positions"], geo["ipp"]
     n = len(pos)
     if n == 1:
@@ -438,13 +444,26 @@ def _check_steps(geo: dict[str, Any], files: list[str], where: str, allow_gaps: 
     if shear.max() > _SHEAR_ATOL_MM + 1e-3 * float(np.abs(steps).max()):
         k = int(np.argmax(shear))
         tilt = geo.get("gantry_tilt")
-        raise ValueError(
-            f"{where}: the slices are sheared (gantry tilt{f' {tilt} deg' if tilt is not None else ''}): "
-            f"ImagePositionPatient moves {shear[k]:.3f} mm within the slice plane between {files[k]} and "
-            f"{files[k + 1]}, so the stack is not a rectilinear grid. rat-monai does not correct gantry tilt; "
-            "resample the series to an untilted grid first (e.g. with a DICOM tool that corrects tilt) or "
-            "export it as NIfTI."
-        )
+        if allow_tilt:
+            geo["sheared"] = True
+            zcol = (ipp[-1] - ipp[0]) / (n - 1)
+            off = np.linalg.norm(ipp - (ipp[0] + np.outer(np.arange(n), zcol)), axis=1).max()
+            warnings.warn(
+                f"{where}: sheared stack (gantry tilt{f' {tilt} deg' if tilt is not None else ''}, up to "
+                f"{shear[k]:.3f} mm in-plane shift per slice) kept without resampling because allow_tilt=True: the "
+                f"affine's z column follows the mean ImagePositionPatient step, so it is not orthogonal to the slices "
+                f"(slice origins off by up to {off:.3f} mm).",
+                SliceSpacingWarning,
+                stacklevel=4,
+            )
+        else:
+            raise ValueError(
+                f"{where}: the slices are sheared (gantry tilt{f' {tilt} deg' if tilt is not None else ''}): "
+                f"ImagePositionPatient moves {shear[k]:.3f} mm within the slice plane between {files[k]} and "
+                f"{files[k + 1]}, so the stack is not a rectilinear grid. Pass allow_tilt=True to keep the slices "
+                "as they are with a sheared affine (fine for slice-wise work), or resample the series to an "
+                "untilted grid first (e.g. with a DICOM tool that corrects tilt)."
+            )
     median = float(np.median(steps))
     smallest = float(steps.min())
     mean = float((pos[-1] - pos[0]) / (n - 1))
@@ -488,6 +507,7 @@ def read_dicom_series(
     series_uid: str | None = None,
     modality: str | None = None,
     allow_gaps: bool = False,
+    allow_tilt: bool = False,
     progress: bool = False,
 ) -> DicomSeries:
     """Read one DICOM image series of ``folder`` in the stored units (modality LUT applied per slice).
@@ -499,6 +519,9 @@ def read_dicom_series(
         modality: expected modality ("pet", "ct", ...), also used to pick the series. Defaults to None.
         allow_gaps: when slices are missing (a step larger than 1.5 x the smallest), warn and use the mean step
             instead of raising. Defaults to False.
+        allow_tilt: keep a sheared stack (gantry tilt) as is, with an affine whose z column is the mean
+            ImagePositionPatient step (not orthogonal to the slices), with a warning, instead of raising.
+            Defaults to False.
         progress: show a tqdm bar while reading pixel data. Defaults to False.
 
     Returns:
@@ -511,7 +534,8 @@ def read_dicom_series(
     Raises:
         FileNotFoundError / NotADirectoryError / ValueError: see :func:`select_dicom_series`; ValueError also for
             truncated or undecodable files, inconsistent slice geometry, duplicate positions, missing slices
-            (unless ``allow_gaps``), multi-frame files and gantry tilt. Each message names the file(s).
+            (unless ``allow_gaps``), multi-frame files and gantry tilt (unless ``allow_tilt``). Each message names
+            the file(s).
     """
     folder = Path(folder)
     chosen = select_dicom_series(folder, series_uid=series_uid, modality=modality)
@@ -523,7 +547,7 @@ def read_dicom_series(
     geo["gantry_tilt"] = float(tilt) if tilt not in (None, "") else None
     files = [files[i] for i in geo["order"]]
     headers = [headers[i] for i in geo["order"]]
-    step = _check_steps(geo, files, where, allow_gaps)
+    step = _check_steps(geo, files, where, allow_gaps, allow_tilt)
     if not np.isfinite(step):  # single slice
         first = headers[0]
         step = float(first.get("SpacingBetweenSlices", None) or first.get("SliceThickness", None) or 1.0)
@@ -543,7 +567,10 @@ def read_dicom_series(
     affine_lps = np.eye(4)
     affine_lps[:3, 0] = geo["row_dir"] * ps[1]
     affine_lps[:3, 1] = geo["col_dir"] * ps[0]
-    affine_lps[:3, 2] = geo["normal"] * step
+    if geo["sheared"]:
+        affine_lps[:3, 2] = (geo["ipp"][-1] - geo["ipp"][0]) / (len(files) - 1)
+    else:
+        affine_lps[:3, 2] = geo["normal"] * step
     affine_lps[:3, 3] = geo["ipp"][0]
     affine = LPS_TO_RAS @ affine_lps
     return DicomSeries(

@@ -111,6 +111,7 @@ def load_volume(
     units: str = "auto",
     modality: str | None = None,
     allow_gaps: bool = False,
+    allow_tilt: bool = False,
     progress: bool = False,
 ) -> MetaTensor:
     """Load a DICOM series folder or a NIfTI file as a float32 ``MetaTensor`` [1, X, Y, Z] in real units.
@@ -122,7 +123,7 @@ def load_volume(
     first sorted slice's ImagePositionPatient, z column = normal * mean step ``(last - first) / (n - 1)``. Non-uniform
     steps (e.g. overlapping PET beds, 3.19-3.29 mm) give a ``SliceSpacingWarning`` with the figures and keep the mean
     step (exact positions in ``meta["slice_positions"]``); missing slices raise unless ``allow_gaps``; gantry tilt
-    raises.
+    (a sheared stack) raises unless ``allow_tilt``.
 
     Units (``units=``):
         - ``"auto"``: PET -> body-weight SUV (error naming the missing tag if it cannot be computed), CT -> HU,
@@ -141,6 +142,8 @@ def load_volume(
         modality: ``"pet"``/``"PT"``, ``"ct"``/``"CT"``, ... For DICOM it picks the series among several and is
             checked against the Modality tag; for NIfTI it records what the file is. Defaults to None.
         allow_gaps: load DICOM series with missing slices (warning instead of error). Defaults to False.
+        allow_tilt: load a gantry-tilted (sheared) DICOM series without resampling: the affine's z column is the mean
+            ImagePositionPatient step, not orthogonal to the slices (warning instead of error). Defaults to False.
         progress: tqdm bar while reading DICOM pixel data. Defaults to False.
 
     Returns:
@@ -176,7 +179,14 @@ def load_volume(
             f"{path} is a file but not NIfTI (.nii/.nii.gz); for DICOM pass the folder that holds the series, "
             "not a single slice."
         )
-    series = read_dicom_series(path, series_uid=series_uid, modality=modality, allow_gaps=allow_gaps, progress=progress)
+    series = read_dicom_series(
+        path,
+        series_uid=series_uid,
+        modality=modality,
+        allow_gaps=allow_gaps,
+        allow_tilt=allow_tilt,
+        progress=progress,
+    )
     mod = series.info["modality"]
     req = resolve_units(units, mod)
     first = series.first

@@ -27,21 +27,33 @@ class LoadVolume(Transform):
         units: "auto" (PET SUV, CT HU), "suv", "bqml", "hu" or "stored". Defaults to "auto".
         modality: "pet"/"ct"/... to pick a series or declare a NIfTI's modality. Defaults to None.
         allow_gaps: tolerate missing DICOM slices with a warning. Defaults to False.
+        allow_tilt: keep a gantry-tilted (sheared) series with a sheared affine and a warning. Defaults to False.
     """
 
     def __init__(
-        self, series_uid: str | None = None, units: str = "auto", modality: str | None = None, allow_gaps: bool = False
+        self,
+        series_uid: str | None = None,
+        units: str = "auto",
+        modality: str | None = None,
+        allow_gaps: bool = False,
+        allow_tilt: bool = False,
     ) -> None:
         self.series_uid = series_uid
         self.units = units
         self.modality = modality
         self.allow_gaps = allow_gaps
+        self.allow_tilt = allow_tilt
 
     def __call__(self, path: str | os.PathLike) -> MetaTensor:
         if not isinstance(path, (str, os.PathLike)):
             raise TypeError(f"LoadVolume expects a path (str or pathlib.Path), got {type(path).__name__}.")
         return load_volume(
-            path, series_uid=self.series_uid, units=self.units, modality=self.modality, allow_gaps=self.allow_gaps
+            path,
+            series_uid=self.series_uid,
+            units=self.units,
+            modality=self.modality,
+            allow_gaps=self.allow_gaps,
+            allow_tilt=self.allow_tilt,
         )
 
 
@@ -55,6 +67,7 @@ class LoadVolumed(MapTransform):
         modality: one modality for all keys or one per key. Defaults to None.
         allow_missing_keys: don't raise when a key is absent. Defaults to False.
         allow_gaps: tolerate missing DICOM slices with a warning. Defaults to False.
+        allow_tilt: keep gantry-tilted (sheared) series with a sheared affine and a warning. Defaults to False.
     """
 
     def __init__(
@@ -65,11 +78,12 @@ class LoadVolumed(MapTransform):
         modality: str | Sequence[str | None] | None = None,
         allow_missing_keys: bool = False,
         allow_gaps: bool = False,
+        allow_tilt: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         n = len(self.keys)
         self.loaders = {
-            key: LoadVolume(series_uid=s, units=u, modality=m, allow_gaps=allow_gaps)
+            key: LoadVolume(series_uid=s, units=u, modality=m, allow_gaps=allow_gaps, allow_tilt=allow_tilt)
             for key, s, u, m in zip(
                 self.keys, ensure_tuple_rep(series_uid, n), ensure_tuple_rep(units, n), ensure_tuple_rep(modality, n)
             )

@@ -11,8 +11,9 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
-from _volume_test_utils import copy_slices, real_files
+from _volume_test_utils import copy_slices, real_files, rescaled
 
 from rat_monai.data import SliceSpacingWarning, list_dicom_series, load_volume
 
@@ -190,7 +191,16 @@ def test_gantry_tilt(real_ct_dir, tmp_path):
     files = _ct(real_ct_dir, tmp_path / "ct", modify=tilted)
     with pytest.raises(ValueError, match=r"sheared \(gantry tilt 15.0 deg\)") as err:
         load_volume(tmp_path / "ct")
-    assert any(str(f) in str(err.value) for f in files) and "resample" in str(err.value)
+    assert any(str(f) in str(err.value) for f in files) and "allow_tilt=True" in str(err.value)
+    # allow_tilt: no resampling, a sheared affine that puts every slice origin at its ImagePositionPatient
+    with pytest.warns(SliceSpacingWarning, match="sheared stack"):
+        vol = load_volume(tmp_path / "ct", allow_tilt=True)
+    aff = vol.affine.numpy()
+    for z, f in enumerate(vol.meta["dicom_files"]):
+        ipp = np.asarray([float(v) for v in pydicom.dcmread(f, stop_before_pixels=True).ImagePositionPatient])
+        np.testing.assert_allclose((aff @ [0.0, 0.0, z, 1.0])[:3], ipp * [-1, -1, 1], atol=1e-4)
+        np.testing.assert_array_equal(vol[0, :, :, z].numpy().T, rescaled(Path(f)))
+    np.testing.assert_allclose(np.diff(vol.meta["slice_positions"]), 5.0 * np.cos(tilt), atol=1e-4)
 
 
 def test_duplicate_positions(real_ct_dir, tmp_path):
