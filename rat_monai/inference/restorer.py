@@ -173,7 +173,9 @@ class ScanRestorer:
                     f"{what}. Train the bundle first (it writes models/model.pt), pass --checkpoint PATH, or pass "
                     "--allow-untrained (allow_untrained=True) to run an untrained network for testing."
                 )
-            logger.warning("%s: running an UNTRAINED network (allow_untrained=True); the output is not a restoration.", what)
+            logger.warning(
+                "%s: running an UNTRAINED network (allow_untrained=True); the output is not a restoration.", what
+            )
             return True
         try:
             state = torch.load(checkpoint, map_location="cpu", weights_only=True)
@@ -314,7 +316,9 @@ class ScanRestorer:
         self._check_modality(volume.meta, src)
         return volume
 
-    def compute_regions(self, slices: np.ndarray, cache_dir: str | os.PathLike | None = None) -> tuple[np.ndarray, dict]:
+    def compute_regions(
+        self, slices: np.ndarray, cache_dir: str | os.PathLike | None = None
+    ) -> tuple[np.ndarray, dict]:
         """Stage 2: region maps ``int32 [Z, H, W]`` of real-unit ``slices [Z, H, W]``, through the disk cache.
 
         Returns:
@@ -516,7 +520,12 @@ class ScanRestorer:
             raise
         logger.info(
             "restored %s -> %s: %d slices in %.1f s (regions %d cached / %d computed)",
-            src, out, real.shape[-1], report["timings"]["total_seconds"], region_stats["hits"], region_stats["misses"],
+            src,
+            out,
+            real.shape[-1],
+            report["timings"]["total_seconds"],
+            region_stats["hits"],
+            region_stats["misses"],
         )
         return report
 

@@ -148,3 +148,19 @@ def test_cli_killed_in_network_stage_then_resumed(pet4, tmp_path):
     assert main(_infer("--input", str(pet4), "--output", str(out), *TINY)) == 0
     report = json.loads((out / "report.json").read_text())
     assert (report["regions"]["hits"], report["regions"]["misses"]) == (4, 0)
+
+
+@pytest.mark.parametrize("bundle", ["rat_pet", "rat_ct"])
+def test_inference_config_matches_training(bundle):
+    """inference.json must build the network and the normalisation exactly as train.json does."""
+    configs = REPO / "bundles" / bundle / "configs"
+    infer = json.loads((configs / "inference.json").read_text())
+    for key in ("bundle_root", "device", "network_def", "dataset_dir", "input", "output_dir", "format", "batch_size"):
+        assert key in infer, key
+    assert infer["checkpoint"] == "$@bundle_root + '/models/model.pt'" and infer["allow_untrained"] is False
+    train_file = configs / "train.json"
+    if not train_file.is_file():
+        pytest.skip(f"{train_file} not written yet")
+    train = json.loads(train_file.read_text())
+    for key in ("modality", "width", "network_def", "normalization", "region_method", "region_kwargs", "use_regions"):
+        assert infer[key] == train[key], key

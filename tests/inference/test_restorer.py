@@ -22,7 +22,7 @@ import SimpleITK as sitk
 import torch
 from parameterized import parameterized
 
-from rat_monai.data import load_volume, normalize_units
+from rat_monai.data import load_volume
 from rat_monai.inference import ScanRestorer, write_nifti
 from rat_monai.regions import RegionCache
 
@@ -133,7 +133,10 @@ def test_ct_restoration_end_to_end(ct_subset, tmp_path):
     assert report["num_slices"] == 6 and report["units_in"] == report["units_out"] == "hu"
     assert set(report["timings"]["stages"]) == {"load", "regions", "network", "write"}
     assert report["regions"]["misses"] == 6 and report["regions"]["hits"] == 0
-    assert report["untrained"] is True and "UNTRAINED" in pydicom.dcmread(next((out / "dicom").iterdir())).DerivationDescription
+    assert (
+        report["untrained"] is True
+        and "UNTRAINED" in pydicom.dcmread(next((out / "dicom").iterdir())).DerivationDescription
+    )
     assert net.batch_sizes == [4, 2]
 
     # the network saw normalised slices and the region maps as the last channel

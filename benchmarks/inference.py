@@ -1,0 +1,174 @@
+# Copyright (c) rat-monai contributors
+# Licensed under the Apache License, Version 2.0
+"""Benchmark: whole-scan restoration (``ScanRestorer``) on the real CT and PET series, seconds per slice per stage.
+
+Each configuration runs ``ScanRestorer.from_bundle(...).run(...)`` in its own subprocess on the whole series (CT:
+41 slices of 512x512 from ../shared/data/real/ct_crlm1004; PET: 267 slices of 128x128 from
+../shared/data/real/pet_fdg_sts001), writing DICOM + NIfTI + PNG + report into a temporary folder, then runs it a
+second time with the same region cache to time a re-run. Recorded per stage (load, regions, network, write): seconds
+and seconds per slice, plus the peak resident memory of the process. The network is the bundle's ``network_def``
+(StackedRegionRAT, full depth) with UNTRAINED weights (seed 0) and ``--width`` (default 64, the paper's): the time
+does not depend on the weights. Region maps use the bundle's ``region_method`` ("auto": the offline felzenszwalb
+partitioner without a SAM checkpoint).
+
+Usage::
+
+    python benchmarks/inference.py                            # ct and pet, width 64, results in benchmarks/results/
+    python benchmarks/inference.py --configs pet --width 16 --batch-size 8 --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("RAT_MONAI_SHARED", ROOT.parent / "shared")) / "data" / "real"
+CONFIGS = {
+    # name: (bundle, series folder)
+    "ct": ("rat_ct", SHARED / "ct_crlm1004" / "CRLM-CT-1004" / "image"),
+    "pet": ("rat_pet", SHARED / "pet_fdg_sts001" / "STS_001" / "FDG_PET"),
+}
+STAGES = ("load", "regions", "network", "write")
+
+
+def _child(name: str, width: int, batch_size: int, threads: int, device: str) -> dict:
+    import warnings
+
+    import torch
+
+    torch.set_num_threads(threads)
+    warnings.simplefilter("ignore")
+    from rat_monai.inference import ScanRestorer
+
+    bundle, series = CONFIGS[name]
+    restorer = ScanRestorer.from_bundle(
+        ROOT / "bundles" / bundle,
+        allow_untrained=True,
+        width=width,
+        batch_size=batch_size,
+        device=device,
+        progress=False,
+    )
+    with tempfile.TemporaryDirectory(prefix="bench-infer-") as tmp:
+        first = restorer.run(series, Path(tmp) / "out", format="both")
+        rerun = restorer.run(series, Path(tmp) / "out", format="both", overwrite=True)
+    return {"first": first, "rerun": rerun, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def _run_config(name: str, args: argparse.Namespace) -> dict:
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        name,
+        "--width",
+        str(args.width),
+        "--batch-size",
+        str(args.batch_size),
+        "--threads",
+        str(args.threads),
+        "--device",
+        args.device,
+    ]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        return {"config": name, "error": proc.stderr.strip().splitlines()[-1:] or ["failed"], "wall_s": wall}
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    first, rerun = res["first"], res["rerun"]
+    n = first["num_slices"]
+    row = {
+        "config": name,
+        "slices": n,
+        "shape": first["shape"],
+        "width": args.width,
+        "batch_size": args.batch_size,
+        "threads": args.threads,
+        "device": args.device,
+        "region_method": first["regions"]["method"],
+        "stages": {s: first["timings"]["stages"][s] for s in STAGES},
+        "total_s": first["timings"]["total_seconds"],
+        "rerun_regions_s": rerun["timings"]["stages"]["regions"]["seconds"],
+        "rerun_region_cache_hits": rerun["regions"]["hits"],
+        "rerun_total_s": rerun["timings"]["total_seconds"],
+        "peak_rss_mb": round(res["peak_rss_mb"], 1),
+        "subprocess_wall_s": round(wall, 1),
+    }
+    return row
+
+
+def _markdown(rows: list[dict], meta: dict) -> str:
+    lines = [
+        "# Whole-scan inference (ScanRestorer) on the real series (CPU)",
+        "",
+        f"Network: bundle `network_def` (StackedRegionRAT, full depth), UNTRAINED, width {meta['width']}; batch size "
+        f"{meta['batch_size']}; {meta['threads']} threads; device {meta['device']}. Regions: the bundle's 'auto' "
+        "method (offline felzenszwalb, no SAM checkpoint). Output: DICOM series + NIfTI + PNG + report. One run per "
+        "series in its own process, then a re-run with the region cache.",
+        f"Machine: {meta['machine']}. {meta['note']}",
+        "",
+        "| series | slices | load s/slice | regions s/slice | network s/slice | write s/slice | total s | re-run "
+        "regions s (cache hits) | re-run total s | peak RSS MB |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['config']} | error: {r['error']} | | | | | | | | |")
+            continue
+        st = r["stages"]
+        shape = "x".join(str(s) for s in r["shape"][:2])
+        lines.append(
+            f"| {r['config']} ({shape}) | {r['slices']} | {st['load']['seconds_per_slice']:.4f} | "
+            f"{st['regions']['seconds_per_slice']:.4f} | {st['network']['seconds_per_slice']:.4f} | "
+            f"{st['write']['seconds_per_slice']:.4f} | {r['total_s']:.1f} | {r['rerun_regions_s']:.2f} "
+            f"({r['rerun_region_cache_hits']}) | {r['rerun_total_s']:.1f} | {r['peak_rss_mb']:.0f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--width", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    parser.add_argument("--note", default="")
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(_child(args.child, args.width, args.batch_size, args.threads, args.device), default=str))
+        return
+    rows = []
+    for name in args.configs:
+        print(f"running {name} ...", flush=True)
+        rows.append(_run_config(name, args))
+        print(json.dumps(rows[-1]), flush=True)
+    meta = {
+        "width": args.width,
+        "batch_size": args.batch_size,
+        "threads": args.threads,
+        "device": args.device,
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
+        "note": args.note,
+    }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "inference.json").write_text(json.dumps({"meta": meta, "results": rows}, indent=4) + "\n")
+    (out / "inference.md").write_text(_markdown(rows, meta))
+    print(_markdown(rows, meta))
+
+
+if __name__ == "__main__":
+    main()
