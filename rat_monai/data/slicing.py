@@ -52,7 +52,8 @@ def slice_volume_pair(
     Each dict holds ``"image"``/``"label"`` MetaTensors ``[C, X, Y]`` (copies, so the volume can be freed) whose
     4x4 affine is the volume's with the origin moved to that slice (world positions stay right), and the keys
     ``"slice_index"``, ``"source_image"``, ``"source_label"`` (also in each MetaTensor's meta, with
-    ``"slice_position"`` and ``"dicom_file"`` when the volume came from DICOM), plus ``extra``'s entries.
+    ``"slice_position"`` and ``"dicom_file"`` when the volume came from DICOM), plus ``extra``'s entries. When the
+    loader left ``meta["units"]`` unknown (NIfTI) and ``extra`` has a "units" string (datalist entry), it is used.
     """
     extra = dict(extra or {})
     out = []
@@ -76,6 +77,8 @@ def slice_volume_pair(
             pos = src.get("slice_positions") or []
             if len(pos) == t.shape[-1]:
                 meta["slice_position"] = float(pos[z])
+            if meta.get("units") is None and isinstance(extra.get("units"), str):
+                meta["units"] = extra["units"]  # e.g. the simulator's datalist says its NIfTI PET is in SUV
             meta.update(slice_index=z, source_image=source_image, source_label=source_label,
                         spatial_shape=np.asarray(t.shape[1:3]))
             item[key] = MetaTensor(t[..., z].clone(), affine=s_aff.clone(), meta=meta)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import unittest
+import warnings
 from pathlib import Path
 
 import nibabel as nib
@@ -159,3 +160,26 @@ def test_simulated_dicom_pairs_with_default_loader(tmp_path):
     assert d["image"].meta["units"] == "suv" and d["image"].meta["dicom_file"].endswith(".dcm")
     assert "dicom_files" not in d["image"].meta
     assert float(d["label"].max()) > 0.5  # SUV scale, not Bq/ml
+    # the NIfTI entries: units unknown to the loader, taken from the datalist entry
+    ds = PairedSliceDataset(load_datalist(dl, "training"), modality="pet", progress=False)
+    assert ds[0]["image"].meta["units"] == "suv" and ds[0]["units"] == "suv"
+
+
+@pytest.mark.parametrize("modality", ["pet", "ct"])
+def test_real_series(modality, request):
+    """The real scanner series paired with itself: the air-slice rule on real SUV / HU data and per-slice metadata."""
+    folder = request.getfixturevalue("real_pet_dir" if modality == "pet" else "real_ct_dir")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = PairedSliceDataset([{"image": str(folder), "label": str(folder)}], modality=modality, progress=False)
+    info = ds.volume_info[0]
+    assert info["slices"] == (267 if modality == "pet" else 41)
+    assert 0 < info["kept"] <= info["slices"] and len(ds) == info["kept"]
+    thr = DEFAULT_AIR_THRESHOLD[modality]
+    zs = []
+    for i in range(0, len(ds), max(1, len(ds) // 10)):
+        d = ds[i]
+        assert float((d["label"] > thr).float().mean()) > 0.01
+        assert d["image"].meta["dicom_file"].startswith(str(folder))
+        zs.append(float(d["image"].affine[2, 3]))
+    assert zs == sorted(zs)  # slices in position order, world z from the affine
