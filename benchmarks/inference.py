@@ -15,6 +15,7 @@ Usage::
 
     python benchmarks/inference.py                            # ct and pet, width 64, results in benchmarks/results/
     python benchmarks/inference.py --configs pet --width 16 --batch-size 8 --threads 2
+    python benchmarks/inference.py --width 64 --slices 8 --tag w64   # network cost at full width on 8 slices
 """
 
 from __future__ import annotations
@@ -40,7 +41,25 @@ CONFIGS = {
 STAGES = ("load", "regions", "network", "write")
 
 
-def _child(name: str, width: int, batch_size: int, threads: int, device: str) -> dict:
+def _subset(series: Path, count: int, dst: Path) -> Path:
+    """Copy ``count`` contiguous slices from the middle of ``series`` (in position order) into ``dst``."""
+    import shutil
+
+    import numpy as np
+    import pydicom
+
+    files = sorted(series.glob("*.dcm"))
+    heads = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
+    normal = np.cross(*np.asarray(heads[0].ImageOrientationPatient, float).reshape(2, 3))
+    order = np.argsort([float(np.dot(normal, np.asarray(h.ImagePositionPatient, float))) for h in heads])
+    start = max(0, (len(files) - count) // 2)
+    dst.mkdir(parents=True)
+    for i in order[start : start + count]:
+        shutil.copy2(files[i], dst / files[i].name)
+    return dst
+
+
+def _child(name: str, width: int, batch_size: int, threads: int, device: str, slices: int) -> dict:
     import warnings
 
     import torch
@@ -59,6 +78,8 @@ def _child(name: str, width: int, batch_size: int, threads: int, device: str) ->
         progress=False,
     )
     with tempfile.TemporaryDirectory(prefix="bench-infer-") as tmp:
+        if slices > 0:
+            series = _subset(series, slices, Path(tmp) / "input")
         first = restorer.run(series, Path(tmp) / "out", format="both")
         rerun = restorer.run(series, Path(tmp) / "out", format="both", overwrite=True)
     return {"first": first, "rerun": rerun, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
@@ -78,6 +99,8 @@ def _run_config(name: str, args: argparse.Namespace) -> dict:
         str(args.threads),
         "--device",
         args.device,
+        "--slices",
+        str(args.slices),
     ]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -112,7 +135,8 @@ def _markdown(rows: list[dict], meta: dict) -> str:
         "# Whole-scan inference (ScanRestorer) on the real series (CPU)",
         "",
         f"Network: bundle `network_def` (StackedRegionRAT, full depth), UNTRAINED, width {meta['width']}; batch size "
-        f"{meta['batch_size']}; {meta['threads']} threads; device {meta['device']}. Regions: the bundle's 'auto' "
+        f"{meta['batch_size']}; {meta['threads']} threads; device {meta['device']}; slices: {meta['slices']}. "
+        "Regions: the bundle's 'auto' "
         "method (offline felzenszwalb, no SAM checkpoint). Output: DICOM series + NIfTI + PNG + report. One run per "
         "series in its own process, then a re-run with the region cache.",
         f"Machine: {meta['machine']}. {meta['note']}",
@@ -143,12 +167,18 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--slices", type=int, default=0, help="only this many middle slices (0: the whole series)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    parser.add_argument("--tag", default="", help="suffix of the result files, e.g. 'w64' -> inference_w64.json")
     parser.add_argument("--note", default="")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(_child(args.child, args.width, args.batch_size, args.threads, args.device), default=str))
+        print(
+            json.dumps(
+                _child(args.child, args.width, args.batch_size, args.threads, args.device, args.slices), default=str
+            )
+        )
         return
     rows = []
     for name in args.configs:
@@ -160,13 +190,15 @@ def main() -> None:
         "batch_size": args.batch_size,
         "threads": args.threads,
         "device": args.device,
+        "slices": args.slices or "all",
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
         "note": args.note,
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "inference.json").write_text(json.dumps({"meta": meta, "results": rows}, indent=4) + "\n")
-    (out / "inference.md").write_text(_markdown(rows, meta))
+    stem = "inference" + (f"_{args.tag}" if args.tag else "")
+    (out / f"{stem}.json").write_text(json.dumps({"meta": meta, "results": rows}, indent=4) + "\n")
+    (out / f"{stem}.md").write_text(_markdown(rows, meta))
     print(_markdown(rows, meta))
 
 

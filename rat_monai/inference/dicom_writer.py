@@ -16,6 +16,7 @@ whose ``volume[:, :, z].T`` is the ``[rows, columns]`` pixel array of the z-th s
 
 from __future__ import annotations
 
+import datetime
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -149,6 +150,9 @@ def _derive_slice(
     ds.SeriesDescription = series_description[:_LO_MAX]
     ds.ImageType = _derived_image_type(src)
     ds.DerivationDescription = derivation_description[:1024]
+    now = datetime.datetime.now()
+    ds.InstanceCreationDate = now.strftime("%Y%m%d")
+    ds.InstanceCreationTime = now.strftime("%H%M%S")
     if old_sop_class is not None and old_sop_instance is not None:
         ref = Dataset()
         ref.ReferencedSOPClassUID = old_sop_class

@@ -30,10 +30,10 @@ def pick_overview_slices(volume: np.ndarray, num_slices: int = 3) -> list[int]:
     candidates = np.flatnonzero(signal > 0.05 * signal.max()) if signal.max() > 0 else np.arange(z)
     if candidates.size == 0:
         candidates = np.arange(z)
-    picks = np.linspace(0, candidates.size - 1, num=min(num_slices, candidates.size) + 2)[1:-1]
-    if picks.size == 0:
-        picks = np.array([0.0])
-    return sorted({int(candidates[int(round(p))]) for p in picks})
+    if num_slices >= candidates.size:
+        return [int(c) for c in candidates]
+    # the centres of num_slices equal parts of the candidate list: distinct, symmetric, away from the ends
+    return [int(candidates[int((i + 0.5) * candidates.size / num_slices)]) for i in range(num_slices)]
 
 
 def _label_colours(labels: np.ndarray) -> np.ndarray:
