@@ -10,7 +10,6 @@ pydicom's plugins; for the JPEG family the test also checks that pylibjpeg alone
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -19,12 +18,15 @@ import pytest
 import SimpleITK as sitk
 from _volume_test_utils import copy_slices, real_files
 from pydicom.dataset import Dataset
+from pydicom.pixels import get_encoder
 from pydicom.uid import UID, JPEG2000Lossless, JPEGLosslessSV1, JPEGLSLossless, JPEGLSNearLossless, RLELossless
 
 from rat_monai.data import load_volume
 
-HAVE_PYJPEGLS = importlib.util.find_spec("jpeg_ls") is not None
-NEEDS_PYJPEGLS = pytest.mark.skipif(not HAVE_PYJPEGLS, reason="JPEG-LS encoding needs pyjpegls (pip install pyjpegls)")
+HAVE_JPEGLS_ENCODER = get_encoder(JPEGLSLossless).is_available  # pydicom's JPEG-LS encoder needs pyjpegls
+NEEDS_PYJPEGLS = pytest.mark.skipif(
+    not HAVE_JPEGLS_ENCODER, reason="JPEG-LS test data needs an encoder: pip install pyjpegls (decoding is pylibjpeg)"
+)
 
 PET_SLICE = slice(120, 123)  # three real PET slices (different RescaleSlope each)
 CT_SLICE = slice(20, 23)  # three real CT slices (signed int16, -3024 outside the field of view)
@@ -115,3 +117,34 @@ def test_mixed_syntaxes_in_one_series(real_pet_dir, tmp_path):
     vol = load_volume(copy_slices(files, tmp_path / "mixed", modify=encode)[0].parent)
     assert vol.meta["units"] == "suv"
     np.testing.assert_array_equal(vol.numpy(), ref.numpy())
+
+
+# JPEG-LS without an encoder: a 1000-byte lossless JPEG-LS codestream committed in tests/data/fixtures, made by
+# pydicom + pyjpegls from this deterministic signed pattern; decoding it needs only pylibjpeg(-libjpeg).
+JPEGLS_FIXTURE = Path(__file__).parent / "fixtures" / "jpegls_lossless_int16_64x64.jls"
+
+
+def _jpegls_pattern() -> np.ndarray:
+    return ((np.add.outer(np.arange(64) * 37, np.arange(64) * 11) % 4000) - 2000).astype(np.int16)
+
+
+def test_jpegls_fixture_decodes_with_pylibjpeg(real_ct_dir, tmp_path):
+    from pydicom.encaps import encapsulate
+
+    frame = JPEGLS_FIXTURE.read_bytes()
+
+    def to_jpegls(ds, i):
+        ds.Rows = ds.Columns = 64
+        ds.PixelData = encapsulate([frame])
+        ds["PixelData"].VR = "OB"
+        ds.file_meta.TransferSyntaxUID = JPEGLSLossless
+
+    files = copy_slices(real_files(real_ct_dir)[:2], tmp_path / "jls", modify=to_jpegls)
+    for f in files:
+        decoded = pydicom.pixels.pixel_array(str(f), decoding_plugin="pylibjpeg")
+        np.testing.assert_array_equal(decoded, _jpegls_pattern())
+    vol = load_volume(tmp_path / "jls")
+    assert vol.shape == (1, 64, 64, 2) and vol.meta["units"] == "hu"
+    expected = _jpegls_pattern().astype(np.float32) - 1024.0  # RescaleSlope 1, RescaleIntercept -1024
+    for z in range(2):
+        np.testing.assert_array_equal(vol[0, :, :, z].numpy().T, expected)
