@@ -310,3 +310,15 @@ class TestScanRestorerArgs(unittest.TestCase):
     def test_bad_format(self):
         with self.assertRaisesRegex(ValueError, "format must be one of"):
             _restorer(ScaledImage()).run(".", "/nonexistent/out", format="png")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_cpu(pet_subset, tmp_path):
+    cache = tmp_path / "cache"
+    _restorer(ScaledImage(), "pet").run(pet_subset, tmp_path / "cpu", format="nifti", cache_dir=cache)
+    report = _restorer(ScaledImage(), "pet", device="cuda").run(
+        pet_subset, tmp_path / "gpu", format="nifti", cache_dir=cache
+    )
+    assert report["settings"]["device"].startswith("cuda") and "cuda_mb" in report["peak_memory"]
+    cpu, gpu = (np.asarray(nib.load(tmp_path / d / "restored.nii.gz").dataobj) for d in ("cpu", "gpu"))
+    np.testing.assert_allclose(gpu, cpu, rtol=1e-5, atol=1e-6)
