@@ -91,11 +91,14 @@ _MEMORY_SCRIPT = textwrap.dedent(
     x = torch.randn(1, 1, 512, 512)
     yy, xx = torch.meshgrid(torch.arange(512), torch.arange(512), indexing="ij")
     regions = (yy // 86) * 6 + xx // 86  # 36 blocks
+    net, wrapper = RAT(**kw).eval(), StackedRegionRAT(**kw).eval()
+    stacked = torch.cat([x, regions[None, None].float()], 1)
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     with torch.no_grad():
-        a = RAT(**kw).eval()(x)  # regions=None: one region of all 16,384 latent tokens
-        b = StackedRegionRAT(**kw).eval()(torch.cat([x, regions[None, None].float()], 1))
+        a = net(x)  # regions=None: one region of all 16,384 latent tokens
+        b = wrapper(stacked)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"rss_mib": rss, "shapes": [list(a.shape), list(b.shape)]}))
+    print(json.dumps({"base_mib": base, "rss_mib": rss, "shapes": [list(a.shape), list(b.shape)]}))
     """
 )
 
@@ -103,13 +106,13 @@ _MEMORY_SCRIPT = textwrap.dedent(
 @pytest.mark.slow
 class TestBoundedMemory512(unittest.TestCase):
     def test_no_grad_512(self):
-        """At 512^2 one dense score matrix per head is 1 GiB (2 heads here: >= 2 GiB plus the 256 MiB mask); the
-        packed path must stay far below that."""
+        """At 512^2 one dense score matrix per head is 1 GiB (2 heads here: 2 GiB of scores plus the 256 MiB mask);
+        the packed path must add far less than that on top of the interpreter, torch and the model."""
         res = subprocess.run([sys.executable, "-c", _MEMORY_SCRIPT], capture_output=True, text=True, timeout=600)
         self.assertEqual(res.returncode, 0, res.stderr[-2000:])
         report = json.loads(res.stdout.strip().splitlines()[-1])
         self.assertEqual(report["shapes"], [[1, 1, 512, 512], [1, 1, 512, 512]])
-        self.assertLess(report["rss_mib"], 1024)
+        self.assertLess(report["rss_mib"] - report["base_mib"], 600)
 
 
 if __name__ == "__main__":
