@@ -188,10 +188,22 @@ def main() -> None:
     parser.add_argument("--mem-limit-gib", type=float, default=12.0, help="RLIMIT_AS of each subprocess")
     parser.add_argument("--timeout-s", type=float, default=1800.0)
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
+    parser.add_argument(
+        "--merge", type=Path, nargs="+", help="only combine the JSON files of earlier (partial) runs into --out"
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(worker(args.sizes[0], args.impls[0], args.modes[0], args.repeats, args.warmup, args.threads)))
+        return
+    if args.merge:
+        parts = [json.loads(p.read_text()) for p in args.merge]
+        meta = dict(parts[0]["meta"])
+        meta["loadavg_start"] = "; ".join(p["meta"]["loadavg_start"] for p in parts)
+        meta["loadavg_end"] = "; ".join(p["meta"].get("loadavg_end", "?") for p in parts)
+        meta["merged_from"] = len(parts)
+        results = sorted((r for p in parts for r in p["results"]), key=lambda r: (r["size"], r["impl"], r["mode"]))
+        _write(args.out, meta, results)
         return
 
     import torch
@@ -213,11 +225,15 @@ def main() -> None:
                 results.append(r)
                 shown = f"{r['time_s']:.2f} s, {r['peak_rss_mib']:.0f} MiB" if r["status"] == "ok" else r.get("error")
                 print(f"{size:4d} {impl:6s} {mode:7s} {r['status']}: {shown}", flush=True)
-    meta["loadavg_end"] = " ".join(f"{v:.1f}" for v in os.getloadavg())
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "region_attention.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
-    (args.out / "region_attention.md").write_text(markdown(results, meta))
-    print(f"wrote {args.out / 'region_attention.json'} and {args.out / 'region_attention.md'}")
+                meta["loadavg_end"] = " ".join(f"{v:.1f}" for v in os.getloadavg())
+                _write(args.out, meta, results)  # after every configuration, so partial runs keep their results
+
+
+def _write(out: Path, meta: dict, results: list[dict]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "region_attention.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
+    (out / "region_attention.md").write_text(markdown(results, meta))
+    print(f"wrote {out / 'region_attention.json'} and {out / 'region_attention.md'}", flush=True)
 
 
 if __name__ == "__main__":
