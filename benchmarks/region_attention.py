@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import resource
 import subprocess
 import sys
@@ -131,12 +132,22 @@ def run_config(size: int, impl: str, mode: str, args: argparse.Namespace) -> dic
     return result
 
 
+def _failed_alloc_gib(r: dict) -> float | None:
+    """Size of the allocation that failed, from torch's "you tried to allocate N bytes" message."""
+    m = re.search(r"tried to allocate (\d+) bytes", r.get("error", ""))
+    return int(m.group(1)) / 2**30 if m else None
+
+
 def markdown(results: list[dict], meta: dict) -> str:
     def cell(r: dict | None, key: str, fmt: str) -> str:
         if r is None:
             return "-"
         if r["status"] != "ok":
-            return f"{r['status']} (limit {r['mem_limit_gib']:g} GiB)"
+            if key != "time_s":
+                return "-"
+            alloc = _failed_alloc_gib(r)
+            extra = f"; a {alloc:.2g} GiB block failed" if alloc is not None else ""
+            return f"{r['status']} (limit {r['mem_limit_gib']:g} GiB{extra})"
         return fmt.format(r[key])
 
     index = {(r["size"], r["impl"], r["mode"]): r for r in results}
@@ -171,6 +182,42 @@ def markdown(results: list[dict], meta: dict) -> str:
                 f"| {cell(t, 'time_s', '{:.2f}')} | {cell(t, 'cpu_time_s', '{:.2f}')} "
                 f"| {cell(t, 'peak_rss_mib', '{:.0f}')} |"
             )
+    lines += ["", "Summary (memory as peak RSS above the after-model baseline of the same subprocess):", ""]
+    for size in sizes:
+        for mode, label in (("forward", "forward"), ("train", "forward+backward")):
+            d, p = index.get((size, "dense", mode)), index.get((size, "packed", mode))
+            if d is None or p is None:
+                continue
+            if d["status"] == "ok" and p["status"] == "ok":
+                dm, pm = d["peak_rss_mib"] - d["rss_after_model_mib"], p["peak_rss_mib"] - p["rss_after_model_mib"]
+                lines.append(
+                    f"- {size}² {label}: packed {pm:.0f} MiB vs dense {dm:.0f} MiB ({pm / max(dm, 1):.2f}x), "
+                    f"CPU time {p['cpu_time_s']:.2f} s vs {d['cpu_time_s']:.2f} s "
+                    f"({p['cpu_time_s'] / max(d['cpu_time_s'], 1e-9):.2f}x)."
+                )
+            elif p["status"] == "ok":
+                alloc = _failed_alloc_gib(d)
+                need = f" (it failed allocating one {alloc:.2g} GiB block)" if alloc is not None else ""
+                pm = p["peak_rss_mib"] - p["rss_after_model_mib"]
+                lines.append(
+                    f"- {size}² {label}: dense does not fit under the {d['mem_limit_gib']:g} GiB address-space limit"
+                    f"{need}; packed peaks at {p['peak_rss_mib']:.0f} MiB RSS ({pm:.0f} MiB above the baseline), "
+                    f"CPU time {p['cpu_time_s']:.2f} s."
+                )
+            else:
+                ok = [r for r in results if r["impl"] == "packed" and r["mode"] == mode and r["status"] == "ok"]
+                est = ""
+                if ok:
+                    r0 = min(ok, key=lambda r: r["size"])
+                    inc = (r0["peak_rss_mib"] - r0["rss_after_model_mib"]) * (size / r0["size"]) ** 2
+                    est = (
+                        f" Scaling packed's {r0['size']}² increment by the pixel count gives ~{inc / 1024:.0f} GiB "
+                        "of activations, mostly the full-resolution NAFBlocks, independent of the attention."
+                    )
+                lines.append(
+                    f"- {size}² {label}: neither fits under the {p['mem_limit_gib']:g} GiB limit "
+                    f"(packed: {p['status']}, dense: {d['status']}).{est}"
+                )
     lines.append("")
     return "\n".join(lines)
 
