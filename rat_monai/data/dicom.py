@@ -84,6 +84,7 @@ class DicomSeries:
         files: source file of every slice in z order.
         positions: slice positions (mm) along the slice normal in z order.
         spacing: (x, y, z) voxel size in mm; z is the mean step.
+        info: ``series_instance_uid``, ``study_instance_uid``, ``modality`` and ``description`` of the series.
     """
 
     volume: np.ndarray
@@ -96,6 +97,7 @@ class DicomSeries:
 
     @property
     def first(self) -> Dataset:
+        """Header of the first slice in z order (series-level tags: units, SUV tags, UIDs)."""
         return self.datasets[0]
 
 

@@ -101,7 +101,7 @@ def _load_nifti(path: Path, units: str, modality: str | None) -> MetaTensor:
     meta["original_affine"] = np.asarray(img_meta.get("original_affine", affine), dtype=np.float64)
     meta["space"] = img_meta.get("space", SpaceKeys.RAS)
     meta["spatial_shape"] = np.asarray(arr.shape)
-    meta["original_channel_dim"] = "no_channel"
+    meta["original_channel_dim"] = 0  # channel at dim 0 (MONAI convention): EnsureChannelFirst is a no-op
     return MetaTensor(arr[None].contiguous(), affine=torch.as_tensor(affine, dtype=torch.float64), meta=meta)
 
 
@@ -231,7 +231,7 @@ def load_volume(
             "original_affine": series.affine.copy(),
             "spatial_shape": np.asarray(vol.shape),
             "space": SpaceKeys.RAS,
-            "original_channel_dim": "no_channel",
+            "original_channel_dim": 0,  # channel at dim 0 (MONAI convention): EnsureChannelFirst is a no-op
         }
     )
     return MetaTensor(

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 from monai.data import DataLoader, Dataset, MetaTensor, decollate_batch
-from monai.transforms import Compose, Invertd
+from monai.transforms import Compose, EnsureChannelFirstd, Invertd
 
 from rat_monai.data import denormalize_units, load_volume
 from rat_monai.transforms import LoadVolume, LoadVolumeD, LoadVolumed, LoadVolumeDict, NormalizeUnitsd
@@ -65,7 +65,9 @@ def test_in_monai_dataset(real_pet_dir, real_ct_dir, tmp_path):
     _, ct = _small_folders(real_pet_dir, real_ct_dir, tmp_path)
     nii = tmp_path / "label.nii.gz"
     nib.save(nib.Nifti1Image(np.ones((5, 6, 7), np.float32), np.eye(4)), str(nii))
-    ds = Dataset([{"image": ct, "label": nii}], transform=Compose([LoadVolumed(["image", "label"])]))
+    # EnsureChannelFirstd after LoadVolumed is a no-op (original_channel_dim is 0, as MONAI sets for stacked data)
+    pipeline = Compose([LoadVolumed(["image", "label"]), EnsureChannelFirstd(["image", "label"])])
+    ds = Dataset([{"image": ct, "label": nii}], transform=pipeline)
     item = ds[0]
     assert item["image"].shape == (1, 512, 512, 4) and item["label"].shape == (1, 5, 6, 7)
     assert item["image"].meta["filename_or_obj"] == str(ct)
