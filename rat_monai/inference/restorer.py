@@ -428,10 +428,11 @@ class ScanRestorer:
         self._check_paths(src, out, overwrite, cache)
         self._clean_stale_partials(out)
         timings: dict[str, float] = {}
+        cpu_times: dict[str, float] = {}  # CPU seconds of this process (all threads) per stage
         t_start = time.perf_counter()
 
         # 1. load
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         with tqdm(total=1, desc="load", unit="scan", disable=not self.progress) as bar:
             volume = self.load(src)
             bar.update(1)
@@ -445,21 +446,24 @@ class ScanRestorer:
         del volume
         slices = np.ascontiguousarray(np.moveaxis(real, -1, 0))  # [Z, X, Y]: slice z is volume[..., z]
         timings["load"] = time.perf_counter() - t0
+        cpu_times["load"] = time.process_time() - c0
 
         # 2. regions (real units, cached)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         regions, region_stats = (None, {"hits": 0, "misses": 0, "cache_dir": None, "method": None, "settings": {}})
         if self.use_regions:
             regions, region_stats = self.compute_regions(slices, cache)
         timings["regions"] = time.perf_counter() - t0
+        cpu_times["regions"] = time.process_time() - c0
 
         # 3. network (normalised units)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         restored_norm = self.restore_slices(self._normalize(slices), regions)
         timings["network"] = time.perf_counter() - t0
+        cpu_times["network"] = time.process_time() - c0
 
         # 4. inverse normalisation + writing into a temporary folder, moved into place at the end
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         restored_real = self._denormalize(restored_norm)  # [Z, X, Y] in load units (SUV / HU / as stored)
         restored_xyz = np.ascontiguousarray(np.moveaxis(restored_real, 0, -1))
         del restored_norm, restored_real
@@ -507,8 +511,21 @@ class ScanRestorer:
                 )
                 files["overview"] = str(out / "overview.png")
             timings["write"] = time.perf_counter() - t0
+            cpu_times["write"] = time.process_time() - c0
             report = self._report(
-                src, out, fmt, meta, real.shape, units_in, units_out, series_uid, region_stats, timings, files, t_start
+                src,
+                out,
+                fmt,
+                meta,
+                real.shape,
+                units_in,
+                units_out,
+                series_uid,
+                region_stats,
+                timings,
+                cpu_times,
+                files,
+                t_start,
             )
             files["report"] = str(out / "report.json")
             with open(tmp / "report.json", "w", encoding="utf-8") as f:
@@ -568,11 +585,19 @@ class ScanRestorer:
         series_uid: str | None,
         region_stats: Mapping[str, Any],
         timings: Mapping[str, float],
+        cpu_times: Mapping[str, float],
         files: Mapping[str, Any],
         t_start: float,
     ) -> dict:
         n = int(shape[-1])
-        stages = {k: {"seconds": round(v, 4), "seconds_per_slice": round(v / max(n, 1), 5)} for k, v in timings.items()}
+        stages = {
+            k: {
+                "seconds": round(v, 4),
+                "seconds_per_slice": round(v / max(n, 1), 5),
+                "cpu_seconds": round(cpu_times.get(k, float("nan")), 4),
+            }
+            for k, v in timings.items()
+        }
         peak = {"rss_mb": round(_peak_rss_mb(), 1)}
         if self.device.type == "cuda":
             peak["cuda_mb"] = round(torch.cuda.max_memory_allocated(self.device) / 2**20, 1)
