@@ -245,6 +245,7 @@ class ImagePanelHandler:
         self._owner: Engine | None = None
         self._rows: list[tuple] = []
         self._wanted: set[int] = set()
+        self._count = 0
         self.last_png: Path | None = None
 
     @property
@@ -264,12 +265,15 @@ class ImagePanelHandler:
 
     def _started(self, engine: Engine) -> None:
         self._rows = []
+        self._count = 0
         n = engine.state.epoch_length or self.max_images
         self._wanted = {int(i) for i in np.round(np.linspace(1, n, min(n, self.max_images)))}
 
     def _collect(self, engine: Engine) -> None:
-        it = engine.state.iteration - (engine.state.epoch - 1) * (engine.state.epoch_length or 0)
-        if it not in self._wanted and len(self._wanted) > 0:
+        # count iterations of this run ourselves: MONAI's evaluator restarts its iteration count at every run but
+        # sets its epoch to the trainer's, so state.iteration/epoch cannot locate the iteration within the run
+        self._count += 1
+        if self._count not in self._wanted:
             return
         outputs, batches = _samples(engine.state.output), _samples(engine.state.batch)
         for i, out in enumerate(outputs[:1]):  # one example per chosen iteration: spread over the run
