@@ -202,6 +202,7 @@ def simulate_ct_pair(
     filter_name: str = "shepp-logan",
     n_angles: int | None = None,
     resolution_fwhm_mm: float = 1.2,
+    reference_pixel_mm: float | None = 380.0 / 256,
 ) -> dict[str, Any]:
     """Simulate one CT subject at full and reduced dose (HU).
 
@@ -210,12 +211,17 @@ def simulate_ct_pair(
         spacing: voxel size in mm. Defaults to a 380 mm in-plane, 160 mm axial field of view.
         rng: Generator or seed. Defaults to None (unseeded).
         dose_reduction: photon factor of the low-dose scan (4 = quarter dose). Defaults to 4.
-        i0: unattenuated photons per ray (detector bin of one pixel width) at full dose. Defaults to 1e6.
+        i0: unattenuated photons per ray (detector bin of one pixel width) at full dose, for a pixel of
+            ``reference_pixel_mm``. Defaults to 1e6.
         electronic_noise: std of additive Gaussian detector noise in photons. Defaults to 10.
         filter_name: FBP filter (see :func:`rat_monai.data.projectors.ramp_filter`). Defaults to "shepp-logan".
         n_angles: views. Defaults to the larger in-plane size.
         resolution_fwhm_mm: in-plane Gaussian blur of the attenuation map before projection (system resolution).
             Defaults to 1.2.
+        reference_pixel_mm: ``i0`` is scaled by ``reference_pixel_mm / pixel`` so that the image noise in HU is
+            about the same at any shape (with views ~ image size, the FBP variance goes as 1 / (photons * pixel)):
+            a tiny test set is about as noisy as the default 256x256 one. None keeps ``i0`` per ray whatever the
+            pixel. Defaults to 380 / 256.
 
     Returns:
         dict with "low", "full" (HU, ``[X, Y, Z]`` float32), "truth" (HU), "body" (mask), "spacing".
@@ -235,6 +241,8 @@ def simulate_ct_pair(
     xs = np.arange(nx) - (nx - 1) / 2
     ys = np.arange(ny) - (ny - 1) / 2
     fov = (xs[:, None] ** 2 + ys[None, :] ** 2) <= (min(nx, ny) / 2) ** 2
+    if reference_pixel_mm is not None:
+        i0 = i0 * float(reference_pixel_mm) / float(spacing[0])
     sinos = []
     for f in (1.0, 1.0 / dose_reduction):  # full, low
         n0 = i0 * f
