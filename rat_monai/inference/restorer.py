@@ -279,6 +279,11 @@ class ScanRestorer:
             raise FileExistsError(f"output {out} already exists; pass --overwrite (overwrite=True) to replace it.")
         if out.exists() and not out.is_dir():
             raise ValueError(f"output {out} exists and is not a folder; remove it or choose another output path.")
+        parent = out_r.parent
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        if not os.access(parent, os.W_OK):
+            raise ValueError(f"cannot write the output {out}: {parent} is not writable; choose another output folder.")
 
     @staticmethod
     def _clean_stale_partials(out: Path) -> None:
@@ -473,11 +478,17 @@ class ScanRestorer:
         if units_in == "suv" and suv_factor:
             to_stored = (restored_xyz / np.float32(suv_factor)).astype(np.float32)  # SUV -> Bq/ml as the source stores
             units_out = "bqml"
-        out.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ValueError(f"cannot create the output's parent folder {out.parent}: {e}") from e
         tmp = out.parent / f".{out.name}{_PARTIAL_TAG}{os.getpid()}-{uuid.uuid4().hex[:8]}"
         files: dict[str, Any] = {}
         try:
-            tmp.mkdir()
+            try:
+                tmp.mkdir()
+            except PermissionError as e:
+                raise ValueError(f"cannot write into {out.parent} (permission denied); choose another output.") from e
             series_uid = None
             if is_dicom and fmt in ("dicom", "both"):
                 from pydicom.uid import generate_uid

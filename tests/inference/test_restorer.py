@@ -10,6 +10,7 @@ values computed independently; the RAT itself (tiny, untrained) runs in the batc
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import unittest
 from pathlib import Path
@@ -322,3 +323,17 @@ def test_cuda_matches_cpu(pet_subset, tmp_path):
     assert report["settings"]["device"].startswith("cuda") and "cuda_mb" in report["peak_memory"]
     cpu, gpu = (np.asarray(nib.load(tmp_path / d / "restored.nii.gz").dataobj) for d in ("cpu", "gpu"))
     np.testing.assert_allclose(gpu, cpu, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root can write anywhere")
+def test_unwritable_output_fails_before_any_work(ct_subset, tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    net = ScaledImage()
+    try:
+        with pytest.raises(ValueError, match="not writable"):
+            _restorer(net, "ct").run(ct_subset, locked / "out")
+    finally:
+        locked.chmod(0o700)
+    assert net.calls == 0
