@@ -9,11 +9,14 @@ Each run uses the bundle's own configs; only sizes are overridden (tests/bundles
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
 import pytest
 import torch
 from ignite.engine import Events
@@ -23,6 +26,9 @@ from monai.metrics import PSNRMetric
 from rat_monai.engines import find_latest_checkpoint
 
 BUNDLES_DIR = Path(__file__).resolve().parents[2] / "bundles"
+# overrides that shape the network: inference must use the same ones as training
+NETWORK_KEYS = ("width", "network_def#middle_blocks", "network_def#layers_per_block", "network_def#enc_blocks",
+                "network_def#dec_blocks")  # fmt: skip
 
 
 @pytest.fixture
@@ -136,6 +142,28 @@ def test_train_resume_evaluate(modality, tiny_datasets, overrides, tmp_path, one
         assert len(list(csv.DictReader(f))) == 1  # one test subject
     assert "±" in (out / "metrics_summary.md").read_text()
     assert list(out.glob("test_panel_*.png"))
+
+    # -- whole-scan inference with the trained model.pt through the bundle's inference.json
+    datalist = json.loads((Path(tiny_datasets[modality]) / "datalist.json").read_text())
+    scan = Path(tiny_datasets[modality]) / datalist["test"][0]["image"]
+    infer_ov = {k: v for k, v in overrides(modality, root, tiny_datasets[modality]).items() if k in NETWORK_KEYS}
+    infer = ConfigWorkflow(
+        config_file=_configs(modality, "inference"),
+        workflow_type=None,
+        bundle_root=str(root),
+        input=str(scan),
+        output_dir=str(tmp_path / "restored"),
+        format="nifti",
+        progress=False,
+        **infer_ov,
+    )
+    infer.initialize()
+    infer.run()
+    infer.finalize()
+    restored, source = nib.load(tmp_path / "restored" / "restored.nii.gz"), nib.load(scan)
+    assert restored.shape == source.shape
+    np.testing.assert_allclose(restored.affine, source.affine, atol=1e-4)
+    assert not np.allclose(restored.get_fdata(), source.get_fdata())
 
 
 @pytest.mark.slow
