@@ -14,7 +14,7 @@ product):
   and RadionuclideTotalDose reduced by the same factor, so both have the same SUV scale.
 - CT: HU -> linear attenuation (mu_water = 0.0192 / mm), ray-driven line integrals, Poisson transmission counts with
   ``i0`` photons per ray at full dose and ``i0 / dose_reduction`` at low dose plus Gaussian electronic noise, log,
-  then the same filtered back-projection for both; HU outside the reconstruction circle is -1024.
+  then the same filtered back-projection for both; HU outside the circle (ellipse) inscribed in the slice is -1024.
 
 Output folder layout (the one :func:`rat_monai.data.datalist.build_datalist` recognises)::
 
@@ -240,7 +240,7 @@ def simulate_ct_pair(
     line = forward_project_interp(mu, proj.n_angles_total, proj.n_det) * np.float32(spacing[0])  # nepers
     xs = np.arange(nx) - (nx - 1) / 2
     ys = np.arange(ny) - (ny - 1) / 2
-    fov = (xs[:, None] ** 2 + ys[None, :] ** 2) <= (min(nx, ny) / 2) ** 2
+    fov = (xs[:, None] / (nx / 2)) ** 2 + (ys[None, :] / (ny / 2)) ** 2 <= 1.0  # inscribed circle (ellipse)
     if reference_pixel_mm is not None:
         i0 = i0 * float(reference_pixel_mm) / float(spacing[0])
     sinos = []
