@@ -151,6 +151,8 @@ def markdown(results: list[dict], meta: dict) -> str:
         return fmt.format(r[key])
 
     index = {(r["size"], r["impl"], r["mode"]): r for r in results}
+    bases = [r["rss_after_model_mib"] for r in results if r["status"] == "ok"]
+    base = f"{min(bases):.0f}-{max(bases):.0f} MiB for Python, torch and the model" if bases else "the baseline"
     sizes = sorted({r["size"] for r in results})
     impls = [i for i in ("dense", "packed") if any(r["impl"] == i for r in results)]
     lines = [
@@ -159,7 +161,7 @@ def markdown(results: list[dict], meta: dict) -> str:
         f"RAT width 64, full depth (15,945,025 parameters), batch 1, float32, {meta['threads']} threads, "
         f"torch {meta['torch']}, {meta['machine']}. Region map: seeded disc of 39 Voronoi cells plus air "
         "(~25 % of pixels, the largest region). Each configuration ran in a fresh subprocess; peak memory is the "
-        "subprocess's peak RSS (it includes ~0.4-0.8 GiB for Python, torch and the model). Wall and CPU (process) time "
+        f"subprocess's peak RSS (it includes {base}, measured after building the model). Wall and CPU (process) time "
         "are the best of the timed runs (one warm-up run below 512^2, a single cold run at 512^2).",
         "",
         f"Load: the machine is shared with other jobs (load average {meta['loadavg_start']} at start, "
@@ -218,6 +220,8 @@ def markdown(results: list[dict], meta: dict) -> str:
                     f"- {size}² {label}: neither fits under the {p['mem_limit_gib']:g} GiB limit "
                     f"(packed: {p['status']}, dense: {d['status']}).{est}"
                 )
+    if meta.get("note"):
+        lines += ["", str(meta["note"])]
     lines.append("")
     return "\n".join(lines)
 
@@ -238,6 +242,7 @@ def main() -> None:
     parser.add_argument(
         "--merge", type=Path, nargs="+", help="only combine the JSON files of earlier (partial) runs into --out"
     )
+    parser.add_argument("--note", default="", help="free text appended to the Markdown table")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -249,6 +254,8 @@ def main() -> None:
         meta["loadavg_start"] = "; ".join(p["meta"]["loadavg_start"] for p in parts)
         meta["loadavg_end"] = "; ".join(p["meta"].get("loadavg_end", "?") for p in parts)
         meta["merged_from"] = len(parts)
+        if args.note:
+            meta["note"] = args.note
         results = sorted((r for p in parts for r in p["results"]), key=lambda r: (r["size"], r["impl"], r["mode"]))
         _write(args.out, meta, results)
         return
@@ -263,7 +270,10 @@ def main() -> None:
         "threads": args.threads,
         "loadavg_start": " ".join(f"{v:.1f}" for v in os.getloadavg()),
         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "command": " ".join(sys.argv),
     }
+    if args.note:
+        meta["note"] = args.note
     results = []
     for size in args.sizes:
         for impl in args.impls:
