@@ -39,7 +39,8 @@ def region_map(size: int, num_cells: int = 39, seed: int = 0):
     import torch
 
     g = torch.Generator().manual_seed(seed)
-    yy, xx = torch.meshgrid(torch.arange(size, dtype=torch.float32), torch.arange(size, dtype=torch.float32), indexing="ij")
+    axis = torch.arange(size, dtype=torch.float32)
+    yy, xx = torch.meshgrid(axis, axis, indexing="ij")
     c = (size - 1) / 2
     radius = size * (0.75 / torch.pi) ** 0.5
     inside = (yy - c) ** 2 + (xx - c) ** 2 <= radius**2

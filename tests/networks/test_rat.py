@@ -39,7 +39,12 @@ TEST_CASES = [
     [dict(SMALL), (2, 1, 17, 16), None, (2, 1, 17, 16)],
     [dict(SMALL, in_channels=3, out_channels=3), (1, 3, 20, 20), (1, 20, 20), (1, 3, 20, 20)],
     [dict(SMALL, in_channels=1, out_channels=2), (1, 1, 16, 16), (1, 16, 16), (1, 2, 16, 16)],
-    [dict(SMALL, enc_blocks=(1, 1, 1), dec_blocks=(1, 0, 1), window_size=2), (1, 1, 33, 30), (1, 33, 30), (1, 1, 33, 30)],
+    [
+        dict(SMALL, enc_blocks=(1, 1, 1), dec_blocks=(1, 0, 1), window_size=2),
+        (1, 1, 33, 30),
+        (1, 33, 30),
+        (1, 1, 33, 30),
+    ],
     [dict(SMALL, region_attention="dense", attn_scale=0.1), (1, 1, 24, 40), (1, 24, 40), (1, 1, 24, 40)],
 ]
 

@@ -103,7 +103,8 @@ def _packed_region_attention(
         else:
             parts: List[torch.Tensor] = []
             for c0 in range(0, s, chunk):
-                parts.append(F.scaled_dot_product_attention(qs[:, :, c0 : c0 + chunk], ks, vs, attn_mask=mask, scale=scale))
+                q_chunk = qs[:, :, c0 : c0 + chunk]
+                parts.append(F.scaled_dot_product_attention(q_chunk, ks, vs, attn_mask=mask, scale=scale))
             o = torch.cat(parts, dim=2)
         o = o.permute(0, 2, 1, 3)  # [ns, s, h, dv]
         out_index.append(tok[valid])

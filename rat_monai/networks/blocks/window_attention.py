@@ -54,7 +54,9 @@ class WindowSelfAttention(nn.Module):
         attn_scale: logit scale. Defaults to None, meaning ``num_heads ** -0.5``.
     """
 
-    def __init__(self, channels: int, num_heads: int = 8, window_size: int = 4, attn_scale: float | None = None) -> None:
+    def __init__(
+        self, channels: int, num_heads: int = 8, window_size: int = 4, attn_scale: float | None = None
+    ) -> None:
         super().__init__()
         if num_heads < 1 or channels % num_heads:
             raise ValueError(f"channels ({channels}) should be divisible by num_heads ({num_heads}).")
