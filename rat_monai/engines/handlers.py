@@ -445,7 +445,7 @@ class RestorationMetricsWriter:
                 for metric, (mean, std) in metrics.items():
                     writer.writerow([level, n, metric, f"{mean:.6f}", f"{std:.6f}"])
         lines = [
-            f"| over | n | PSNR (dB) | SSIM | input PSNR (dB) | input SSIM |",
+            "| over | n | PSNR (dB) | SSIM | input PSNR (dB) | input SSIM |",
             "| --- | --- | --- | --- | --- | --- |",
         ]
         for level, m in self.summary.items():

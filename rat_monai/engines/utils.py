@@ -61,7 +61,8 @@ def stack_regions(image: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
 
 
 def split_stacked_target(target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inverse of :func:`stack_regions` for a target: ``[B, C + 1, ...]`` -> (``[B, C, ...]``, int64 ``[B, 1, ...]``)."""
+    """Inverse of :func:`stack_regions` for a target: ``[B, C + 1, ...]`` -> (``[B, C, ...]``, int64 regions
+    ``[B, 1, ...]``)."""
     if target.ndim < 3 or target.shape[1] < 2:
         raise ValueError(
             f"a stacked target must be [B, C + 1, *spatial] with the region map last, got {tuple(target.shape)}: "

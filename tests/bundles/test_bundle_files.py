@@ -32,7 +32,16 @@ LAYOUT = [
     "docs/README.md",
     "LICENSE",
 ]
-README_SECTIONS = ["Overview", "Data", "Training", "Input/Output", "Performance", "Bundle Commands", "References", "License"]
+README_SECTIONS = [
+    "Overview",
+    "Data",
+    "Training",
+    "Input/Output",
+    "Performance",
+    "Bundle Commands",
+    "References",
+    "License",
+]
 TOP_LEVEL_IDS = [
     "bundle_root",
     "dataset_dir",
