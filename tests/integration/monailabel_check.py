@@ -15,7 +15,8 @@ MONAI Label pins numpy < 2 (through pydicom-seg and numpymaxflow), so this runs 
    request on a NIfTI volume, printing timings and the result's shape, dtype and range;
 4. runs ``monailabel.tasks.train.bundle.BundleTrainTask`` on the studies folder (``LocalDatastore``) for a few
    iterations (tiny overrides via ``_update_overrides``, the hook MONAI Label provides for that) and prints timings;
-5. runs the inference request again with the weights that training wrote (MONAI Label reloads on the file's mtime).
+5. runs the inference request again with the weights that training wrote (MONAI Label reloads on the file's mtime)
+   and compares its result with the bundle's own restoration of the same scan (``ScanRestorer``, id ``restorer``).
 
 Usage (inside the monailabel venv)::
 
@@ -279,6 +280,30 @@ def _infer(task: Any, image: str, device: str, tag: str) -> dict[str, Any]:
     return info
 
 
+def _compare_with_restorer(
+    bundle: Path, image: str, result: str, out: Path, args: argparse.Namespace, overrides: Mapping[str, Any]
+) -> bool:
+    """Restore ``image`` with the bundle's own pipeline (``ScanRestorer``, id ``restorer``) and compare."""
+    import nibabel as nib
+    import numpy as np
+
+    from rat_monai.inference import ScanRestorer
+
+    t0 = time.perf_counter()
+    restorer = ScanRestorer.from_bundle(bundle, device=args.device, progress=False, **overrides)
+    restorer.run(image, out, format="nifti", overwrite=True)
+    ref = nib.load(out / "restored.nii.gz")
+    got = nib.load(result)
+    a, b = np.asarray(ref.dataobj, dtype=np.float64), np.asarray(got.dataobj, dtype=np.float64)
+    same_grid = a.shape == b.shape and bool(np.allclose(ref.affine, got.affine, atol=1e-3))
+    diff = float(np.abs(a - b).max()) if a.shape == b.shape else float("inf")
+    scale = max(float(np.abs(a).max()), 1e-6)
+    ok = same_grid and diff <= 1e-3 * scale
+    _say(f"{bundle.name}: bundle's own ScanRestorer on the same scan ({time.perf_counter() - t0:.2f} s): max |MONAI "
+         f"Label - ScanRestorer| = {diff:.3g} (data max {scale:.4g}), same grid: {same_grid} -> {'OK' if ok else 'DIFFERENT'}")  # fmt: skip
+    return ok
+
+
 def run_bundle(src: Path, work: Path, args: argparse.Namespace) -> dict[str, Any]:
     """All steps for one bundle; returns a summary (``ok`` False when any step failed)."""
     from rat_monai.data.simulate import simulate_dataset
@@ -379,6 +404,14 @@ def run_bundle(src: Path, work: Path, args: argparse.Namespace) -> dict[str, Any
         except Exception:
             traceback.print_exc()
             steps["infer_trained"] = False
+        if steps.get("infer_trained") and summary["infer_trained"]["file"] and not args.no_reference:
+            try:
+                steps["same_as_bundle_run"] = _compare_with_restorer(
+                    bundle, images[-1], summary["infer_trained"]["file"], work / f"{name}_restorer", args, overrides
+                )
+            except Exception:
+                traceback.print_exc()
+                steps["same_as_bundle_run"] = False
     summary["steps"] = steps
     summary["ok"] = bool(steps) and all(steps.values())
     _say(f"{name}: steps {steps} -> {'OK' if summary['ok'] else 'FAILED'}")
@@ -396,6 +429,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--shape", type=int, nargs=3, default=[64, 64, 6], help="simulated volume X Y Z.")
     parser.add_argument("--subjects", type=int, default=3, help="simulated pairs per bundle. Defaults to 3.")
     parser.add_argument("--device", default="cpu", help="'cpu' or 'cuda'. Defaults to cpu.")
+    parser.add_argument("--no-reference", action="store_true", help="skip the comparison with ScanRestorer")
     parser.add_argument("--static-only", action="store_true", help="only list missing config ids (no monailabel)")
     args = parser.parse_args(argv)
     if args.iterations < 1:

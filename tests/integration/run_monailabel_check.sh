@@ -22,7 +22,9 @@ VENV="${MONAILABEL_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/rat-monai/monailabel-ve
 PY="${PYTHON:-python3}"
 
 # monailabel 0.8.5 brings numpy 1.26, monai, pytorch-ignite, nibabel, scikit-image, scipy, SimpleITK, tensorboard,
-# tqdm, pillow, pydicom, pyyaml, fire and matplotlib; the rest of rat-monai's dependencies are added below.
+# tqdm, pillow, pydicom, pyyaml, fire and matplotlib; the rest of rat-monai's dependencies are added below. numpy<2 is
+# repeated so that no newer pylibjpeg plugin pulls numpy 2; jsonschema stays at 3.2 (pydicom-seg pins < 4): rat-monai
+# only needs jsonschema >= 4 to validate bundle metadata in its own tests, so `pip check` reports that one conflict.
 REQS=(
     "monailabel==0.8.5"
     "torch==2.14.1"
@@ -35,7 +37,6 @@ REQS=(
     "pylibjpeg>=2.0"
     "pylibjpeg-libjpeg>=2.1"
     "pylibjpeg-openjpeg>=2.3"
-    "jsonschema>=4.0"
 )
 STAMP="$VENV/.rat_monai_reqs"
 WANT="$(printf '%s\n' "${REQS[@]}")"
