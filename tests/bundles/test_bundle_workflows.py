@@ -87,6 +87,7 @@ def test_train_resume_evaluate(modality, tiny_datasets, overrides, tmp_path, one
     evaluator = train.evaluator
     psnr = evaluator.state.best_metric
     assert psnr > identity, f"validation PSNR {psnr:.2f} dB does not beat the identity baseline {identity:.2f} dB"
+    assert evaluator.state.metrics["val_psnr_input"] == pytest.approx(identity, abs=1e-3)  # logged baseline
 
     # best network: a plain state dict that loads into a fresh network_def
     model_pt = root / "models" / "model.pt"
