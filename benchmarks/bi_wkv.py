@@ -100,7 +100,7 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--channels", type=int, default=64)
     parser.add_argument("--reference-channels", type=int, default=8)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="1: on a shared CPU 2 threads ran up to 25x slower")
     parser.add_argument("--timeout", type=float, default=300.0)
     parser.add_argument("--max-ratio", type=float, default=2.0, help="largest/smallest memory per token allowed")
     parser.add_argument("--worker", choices=["bi_wkv", "reference"], help=argparse.SUPPRESS)
