@@ -20,7 +20,9 @@ def label_colors(n: int, seed: int = 0) -> np.ndarray:
     return np.rint(hsv_to_rgb(hsv) * 255).astype(np.uint8)
 
 
-def render_overlay(windowed: np.ndarray, labels: np.ndarray, alpha: float = 0.45, side_by_side: bool = True) -> np.ndarray:
+def render_overlay(
+    windowed: np.ndarray, labels: np.ndarray, alpha: float = 0.45, side_by_side: bool = True
+) -> np.ndarray:
     """RGB picture of a region map over its slice.
 
     Args:

@@ -28,7 +28,9 @@ def _mask_stack(masks: MasksLike, shape: tuple[int, int]) -> tuple[np.ndarray, n
         if arr.ndim == 2 and arr.size == 0:
             arr = arr.reshape(0, h, w)
         if arr.ndim != 3:
-            raise ValueError(f"masks must be a bool array [M, H, W] or a list of SAM mask dicts, got shape {arr.shape}.")
+            raise ValueError(
+                f"masks must be a bool array [M, H, W] or a list of SAM mask dicts, got shape {arr.shape}."
+            )
         stack = arr.astype(bool, copy=False)
         areas = stack.sum(axis=(1, 2), dtype=np.int64)
     else:

@@ -98,7 +98,7 @@ def load_sam(checkpoint: str | os.PathLike, model_type: str = "vit_b", device: s
     width = int(state[_PATCH_KEY].shape[0])
     if width != SAM_EMBED_DIMS[model_type]:
         found = [k for k, v in SAM_EMBED_DIMS.items() if v == width and k != "default"]
-        hint = f"it holds a {found[0]} model: pass model_type={found[0]!r}" if found else "it is not a stock SAM backbone"
+        hint = f"it holds a {found[0]} model: pass model_type={found[0]!r}" if found else "not a stock SAM backbone"
         raise ValueError(
             f"SAM checkpoint {path} does not match model_type={model_type!r}: image encoder width {width}, "
             f"expected {SAM_EMBED_DIMS[model_type]}; {hint}."
@@ -295,7 +295,9 @@ class SamRegionGenerator(RegionPartitioner):
             coords = torch.as_tensor(self.transform.apply_coords(pts, shape), device=self.device)
             labels = torch.ones(coords.shape[0], dtype=torch.int, device=self.device)
             with self._autocast():
-                sparse, dense = model.prompt_encoder(points=(coords[:, None, :], labels[:, None]), boxes=None, masks=None)
+                sparse, dense = model.prompt_encoder(
+                    points=(coords[:, None, :], labels[:, None]), boxes=None, masks=None
+                )
                 low_res, iou = model.mask_decoder(
                     image_embeddings=features, image_pe=pe, sparse_prompt_embeddings=sparse,
                     dense_prompt_embeddings=dense, multimask_output=True,

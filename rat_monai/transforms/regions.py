@@ -141,7 +141,9 @@ class RegionPartitionVolume(_PartitionBase):
                 raise ValueError(f"RegionPartitionVolume expects one channel [1, H, W, D], got shape {arr.shape}.")
             arr = arr[0]
         elif arr.ndim != 3:
-            raise ValueError(f"RegionPartitionVolume expects a volume [1, H, W, D] or [H, W, D], got shape {arr.shape}.")
+            raise ValueError(
+                f"RegionPartitionVolume expects a volume [1, H, W, D] or [H, W, D], got shape {arr.shape}."
+            )
         slices = np.moveaxis(arr, -1, 0)
         labels = cached_partition(
             self.partitioner, slices, cache=self.cache, batch_size=self.batch_size, progress=self.progress

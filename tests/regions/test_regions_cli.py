@@ -72,7 +72,8 @@ def test_render_overlay_marks_boundaries():
 def test_cli_nifti_overlays(tmp_path, capsys):
     scan = _write_phantom(tmp_path / "ct.nii.gz")
     out = tmp_path / "png"
-    args = ["regions", str(scan), "--out", str(out), "--method", "felzenszwalb", "--modality", "ct", "--num-slices", "2"]
+    args = ["regions", str(scan), "--out", str(out), "--method", "felzenszwalb", "--modality", "ct"]
+    args += ["--num-slices", "2"]
     assert main(args) == 0
     pngs = sorted(out.glob("regions_z*.png"))
     assert len(pngs) == 2
