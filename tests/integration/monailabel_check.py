@@ -268,11 +268,12 @@ def _infer(task: Any, image: str, device: str, tag: str) -> dict[str, Any]:
     dt = time.perf_counter() - t0
     info = _describe_result(result)
     src = nib.load(image)
+    latencies = {k: v for k, v in result_json.get("latencies", {}).items() if k != "transform"}
     ok = info["finite"] and info["shape"] == tuple(src.shape)
     if info["affine"] is not None:
         ok = ok and bool(np.allclose(info["affine"], src.affine, atol=1e-3))
     _say(
-        f"{tag}: {dt:.2f} s (MONAI Label latencies {result_json.get('latencies', {})}); input {tuple(src.shape)} "
+        f"{tag}: {dt:.2f} s (MONAI Label latencies {latencies}); input {tuple(src.shape)} "
         f"{src.get_data_dtype()} -> result {info['shape']} {info['dtype']} range [{info['min']:.4g}, "
         f"{info['max']:.4g}], same grid as the input: {ok}"
     )
@@ -300,7 +301,8 @@ def _compare_with_restorer(
     scale = max(float(np.abs(a).max()), 1e-6)
     ok = same_grid and diff <= 1e-3 * scale
     _say(f"{bundle.name}: bundle's own ScanRestorer on the same scan ({time.perf_counter() - t0:.2f} s): max |MONAI "
-         f"Label - ScanRestorer| = {diff:.3g} (data max {scale:.4g}), same grid: {same_grid} -> {'OK' if ok else 'DIFFERENT'}")  # fmt: skip
+         f"Label - ScanRestorer| = {diff:.3g} (data max {scale:.4g}), same grid: {same_grid} -> "
+         f"{'OK' if ok else 'DIFFERENT'}")  # fmt: skip
     return ok
 
 
@@ -356,7 +358,8 @@ def run_bundle(src: Path, work: Path, args: argparse.Namespace) -> dict[str, Any
         t0 = time.perf_counter()
         infer = CheckInferTask(str(bundle), conf={})
         _say(f"{name}: BundleInferTask loaded in {time.perf_counter() - t0:.2f} s; valid={infer.is_valid()}; "
-             f"info={ {k: v for k, v in infer.info().items() if k != 'config'} }")  # fmt: skip
+             f"type={infer.type}, dimension={infer.dimension}, labels={infer.labels}, "
+             f"version={infer.version}")  # fmt: skip
         if not infer.is_valid():
             raise RuntimeError("BundleInferTask rejected the bundle (see the warning above)")
         summary["infer"] = _infer(infer, images[0], args.device, f"{name}: infer request #1 (untrained weights)")
@@ -387,7 +390,8 @@ def run_bundle(src: Path, work: Path, args: argparse.Namespace) -> dict[str, Any
         dt = time.perf_counter() - t0
         after = model_pt.stat().st_mtime_ns if model_pt.exists() else None
         ckpts = sorted(p.name for p in (bundle / "models").glob("*.pt"))
-        _say(f"{name}: BundleTrainTask run ({args.iterations} iterations, overrides {train_overrides}) took {dt:.1f} s; "
+        _say(f"{name}: BundleTrainTask run ({args.iterations} iterations, overrides {train_overrides}) took "
+             f"{dt:.1f} s; "
              f"models/: {ckpts}; model.pt rewritten by validation: {after != before}")  # fmt: skip
         summary["train"] = {"seconds": dt, "checkpoints": ckpts, "model_updated": after != before}
         steps["train"] = after != before and any("final" in c for c in ckpts)
@@ -458,7 +462,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     _say(f"python {sys.version.split()[0]}, monailabel {monailabel.__version__}, monai {monai.__version__}, "
-         f"torch {torch.__version__}, numpy {numpy.__version__}, device {args.device}, threads {torch.get_num_threads()}")  # fmt: skip
+         f"torch {torch.__version__}, numpy {numpy.__version__}, device {args.device}, "
+         f"threads {torch.get_num_threads()}")  # fmt: skip
 
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="rat_monailabel_"))
     work.mkdir(parents=True, exist_ok=True)

@@ -51,6 +51,15 @@ if [ "${MONAILABEL_REINSTALL:-0}" = "1" ] || [ ! -f "$STAMP" ] || [ "$(cat "$STA
     "$VENV/bin/python" -m pip install -q "${REQS[@]}"
     printf '%s\n' "${REQS[@]}" > "$STAMP"
 fi
+# pydicom-seg 0.4.1 (imported by `monailabel start_server`) still imports pydicom._storage_sopclass_uids, which
+# pydicom 3 removed; rat-monai, dicomweb-client and pynetdicom need pydicom 3. One-line compat shim:
+PYDICOM_DIR="$("$VENV/bin/python" -c 'import os, pydicom; print(os.path.dirname(pydicom.__file__))')"
+SHIM="$PYDICOM_DIR/_storage_sopclass_uids.py"
+if [ ! -f "$SHIM" ]; then
+    echo "from pydicom.uid import SegmentationStorage  # noqa: F401  (pydicom-seg 0.4.1 shim for pydicom 3)" > "$SHIM"
+fi
+"$VENV/bin/python" -c "import monailabel.interfaces.app"  # what start_server imports
+
 # this checkout, without its numpy>=2-era dependency resolution
 "$VENV/bin/python" -m pip install -q --no-deps -e "$REPO"
 "$VENV/bin/python" -m pip check || echo "[run_monailabel_check] note: pip check reported conflicts (see above)"
