@@ -144,7 +144,7 @@ def _markdown(rows: list[dict], meta: dict) -> str:
         f"{meta['batch_size']}; {meta['threads']} threads; device {meta['device']}; slices: {meta['slices']}. "
         "Regions: the bundle's 'auto' "
         "method (offline felzenszwalb, no SAM checkpoint). Output: DICOM series + NIfTI + PNG + report. One run per "
-        "series in its own process, then a re-run with the region cache.",
+        "series in its own process, then its region stage again with the filled cache.",
         f"Machine: {meta['machine']}. {meta['note']}",
         "",
         "Per stage: wall seconds per slice / CPU seconds per slice (this process, all threads; less sensitive to the "
