@@ -21,6 +21,7 @@ from monai.bundle import verify_metadata, verify_net_in_out
 REPO = Path(__file__).resolve().parents[2]
 BUNDLES = ["rat_pet", "rat_ct"]
 SCHEMA = REPO / "schemas" / "meta_schema_20240725.json"
+SCHEMA_MD5 = "06954cad2cc5d3784e72077ac76f0fc8"  # the hash MONAI's own tests expect for this schema
 SCHEMA_URL = "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/meta_schema_20240725.json"
 LAYOUT = [
     "configs/metadata.json",
@@ -131,8 +132,9 @@ def test_bundles_differ_only_in_modality_settings():
 @pytest.mark.parametrize("bundle", BUNDLES)
 def test_metadata(bundle, meta_schema_path):
     assert hashlib.md5(SCHEMA.read_bytes()).hexdigest() == hashlib.md5(meta_schema_path.read_bytes()).hexdigest()
+    assert hashlib.md5(SCHEMA.read_bytes()).hexdigest() == SCHEMA_MD5
     meta_file = REPO / "bundles" / bundle / "configs" / "metadata.json"
-    verify_metadata(meta_file=str(meta_file), filepath=str(SCHEMA))  # raises on failure
+    verify_metadata(meta_file=str(meta_file), filepath=str(SCHEMA), hash_val=SCHEMA_MD5)  # raises on failure
     meta = json.loads(meta_file.read_text())
     assert meta["schema"] == SCHEMA_URL
     assert meta["version"] in meta["changelog"]

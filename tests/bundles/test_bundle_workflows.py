@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from ignite.engine import Events
 from monai.bundle import ConfigParser, ConfigWorkflow
 from monai.metrics import PSNRMetric
 
+from rat_monai.data import PairedSliceDataset, load_datalist
 from rat_monai.engines import find_latest_checkpoint
 
 BUNDLES_DIR = Path(__file__).resolve().parents[2] / "bundles"
@@ -184,4 +186,7 @@ def test_multi_process_gloo(tiny_datasets, overrides, tmp_path):
     ckpt = torch.load(find_latest_checkpoint(root / "models"), map_location="cpu", weights_only=True)
     assert ckpt["trainer"]["iteration"] == 4
     assert not any(k.startswith("module.") for k in ckpt["model"])  # DDP wrapper not saved
-    assert "gloo" in proc.stdout + proc.stderr or "rank" in (proc.stdout + proc.stderr).lower()
+    # each of the 2 processes saw its half of the training slices (DistributedSampler, even_divisible)
+    slices = len(PairedSliceDataset(load_datalist(Path(tiny_datasets["pet"]) / "datalist.json"), progress=False))
+    assert slices > ov["batch_size"]  # so that one process alone would have needed more iterations per epoch
+    assert ckpt["trainer"]["epoch_length"] == math.ceil(math.ceil(slices / 2) / ov["batch_size"])
