@@ -101,12 +101,12 @@ class TestCheckBundleConfig(unittest.TestCase):
             self.assertIn(fragment, problem)
 
     @parameterized.expand([("rat_pet",), ("rat_ct",)])
-    def test_repo_bundles_train_and_metadata(self, bundle):
-        # the train.json / metadata.json side of the real bundles must keep every id BundleTrainTask uses
+    def test_repo_bundles(self, bundle):
+        # the real bundles must keep every id BundleInferTask and BundleTrainTask use
         path = REPO / "bundles" / bundle
         if not (path / "configs" / "metadata.json").is_file():
             self.skipTest(f"{path} has no metadata.json yet")
-        problems = [p for p in mlc.check_bundle_config(path) if not p.startswith("inference.json")]
+        problems = mlc.check_bundle_config(path)
         self.assertEqual(problems, [])
 
     def test_ill_arg(self):
