@@ -42,6 +42,7 @@ SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z.-]+)
 PLAIN_VERSION = re.compile(r"^\d+\.\d+\.\d+$")
 EXACT_VERSION = re.compile(r"^\d+(\.\d+)*$")  # an exact PyPI release: no specifier, no local "+cpu" part
 IO_FIELDS = ["type", "format", "num_channels", "spatial_shape", "dtype", "value_range", "channel_def"]
+ABSOLUTE = r"^(/|~|[A-Za-z]:[\\/])"  # POSIX root, home, or a Windows drive
 TEXT_SUFFIXES = (".json", ".md", ".txt", ".conf", ".py", ".yml", ".yaml", "")
 TINY_NET = {"width": 8, "network_def#middle_blocks": 1, "network_def#layers_per_block": 1}
 
@@ -110,6 +111,17 @@ def _strings(obj):
     elif isinstance(obj, list):
         for v in obj:
             yield from _strings(v)
+
+
+def _absolute_paths(s: str) -> list[str]:
+    """Absolute or machine-specific paths in a config string, including string literals inside ``$`` expressions
+    (a literal appended to another path, ``@output_dir + '/test'``, is relative)."""
+    found = [s] if re.match(ABSOLUTE, s) or re.search(r"(^|\s)(/(home|work|Users|root|tmp)/|~/)", s) else []
+    for match in re.finditer(r"['\"]([^'\"]*)['\"]", s):
+        appended = s[: match.start()].rstrip().endswith("+")
+        if not appended and re.match(ABSOLUTE, match.group(1)):
+            found.append(match.group(1))
+    return found
 
 
 def _declared(meta: dict) -> dict[str, str]:
@@ -226,6 +238,36 @@ def test_committed_file_sizes(bundle):
             assert path.stat().st_size <= MAX_FILE_BYTES, f"{rel}: {path.stat().st_size} bytes, over 1 MB"
 
 
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("/data/scan.nii.gz", 1),
+        ("~/models/model.pt", 1),
+        ("C:\\data\\x", 1),
+        ("D:/data", 1),
+        ("$@bundle_root + '/models/model.pt'", 0),
+        ("$os.path.join('/opt/x', 'y')", 1),
+        ("data/work/x", 0),
+        ("relative/home/x", 0),
+        ("see /home/user/x", 1),
+        ("models/model.pt", 0),
+    ],
+)
+def test_absolute_path_rule(value, expected):
+    assert len(_absolute_paths(value)) == expected, _absolute_paths(value)
+
+
+def test_ill_arg():
+    # an import the map does not know is an error naming the package, not a silent pass
+    with pytest.raises(AssertionError, match="foo"):
+        _required_pypi({"foo.bar"})
+    assert _required_pypi({"os.path", "skimage.filters", "torch.utils.tensorboard"}) == {
+        "scikit-image": "skimage.filters",
+        "torch": "torch.utils.tensorboard",
+        "tensorboard": "torch.utils.tensorboard (runtime)",
+    }
+
+
 @pytest.mark.parametrize("bundle", BUNDLES)
 def test_json_style_and_paths(bundle):
     for path in _configs(bundle):
@@ -234,13 +276,7 @@ def test_json_style_and_paths(bundle):
         assert text == json.dumps(data, indent=4, ensure_ascii=False) + "\n", f"{path}: not indent-4 JSON + newline"
         assert not re.search(r"[ \t]+$", text, flags=re.M), f"{path}: trailing whitespace"
         for s in _strings(data):
-            assert not re.match(r"^(/|~|[A-Za-z]:[\\/])", s), f"{path}: absolute path {s!r}"
-            assert "/work/" not in s and "/home/" not in s, f"{path}: machine-specific path {s!r}"
-            # string literals inside expressions, unless appended to another path ("@output_dir + '/test'")
-            for match in re.finditer(r"['\"]([^'\"]*)['\"]", s):
-                appended = s[: match.start()].rstrip().endswith("+")
-                absolute = re.match(r"^(/|~|[A-Za-z]:[\\/])", match.group(1))
-                assert appended or not absolute, f"{path}: absolute path {match.group(1)!r} in {s!r}"
+            assert not _absolute_paths(s), f"{path}: absolute or machine-specific path in {s!r}"
     # the zoo runs flake8/black/isort on bundle Python; these bundles keep all code in rat_monai (add those checks
     # here if a bundle ever ships scripts/)
     assert not [rel for rel in _tracked(bundle) if rel.endswith(".py")], f"{bundle}: Python files inside the bundle"
