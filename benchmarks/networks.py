@@ -35,22 +35,7 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 MODELS = ("rat", "restore_rwkv")
 
 
-def region_map(size: int, num_cells: int = 39, seed: int = 0):
-    """Seeded ``[size, size]`` int64 label map: air (label 0) outside a centred disc over ~75 % of the image, the disc
-    split into ``num_cells`` Voronoi cells."""
-    import torch
-
-    g = torch.Generator().manual_seed(seed)
-    coords = torch.arange(size, dtype=torch.float32)
-    yy, xx = torch.meshgrid(coords, coords, indexing="ij")
-    c = (size - 1) / 2
-    radius = size * (0.75 / torch.pi) ** 0.5
-    inside = (yy - c) ** 2 + (xx - c) ** 2 <= radius**2
-    angle = torch.rand(num_cells, generator=g) * 2 * torch.pi
-    dist = torch.sqrt(torch.rand(num_cells, generator=g)) * radius
-    sy, sx = c + dist * torch.sin(angle), c + dist * torch.cos(angle)
-    cells = ((yy[..., None] - sy) ** 2 + (xx[..., None] - sx) ** 2).argmin(-1) + 1
-    return torch.where(inside, cells, torch.zeros_like(cells)).to(torch.int64)
+from region_attention import region_map  # noqa: E402  the attention benchmark's seeded ~40-region map
 
 
 def _current_rss_mib() -> float:
