@@ -67,6 +67,14 @@ def _missing(tag: str, path: str | None, where: str) -> ValueError:
     )
 
 
+def _positive_float(ds: Any, keyword: str) -> float:
+    """``float(ds.<keyword>)``, or 0.0 when the tag is missing, empty or not a number (callers reject ``<= 0``)."""
+    try:
+        return float(ds.get(keyword, None) or 0.0)
+    except (TypeError, ValueError):
+        return 0.0
+
+
 def suv_body_weight_factor(ds: Dataset, path: str | None = None, series_start: datetime | None = None) -> float:
     """Body-weight SUV per Bq/ml (g/ml per Bq/ml) from one PET slice header of the series.
 
@@ -89,20 +97,14 @@ def suv_body_weight_factor(ds: Dataset, path: str | None = None, series_start: d
             f"cannot compute body-weight SUV: {'DICOM file ' + path if path else 'the series'} has Units (0054,1001) "
             f"{units or 'missing'}, SUV needs BQML. Load with units='stored' to keep the stored values."
         )
-    try:
-        weight_kg = float(ds.get("PatientWeight", None) or 0.0)
-    except (TypeError, ValueError):
-        weight_kg = 0.0
+    weight_kg = _positive_float(ds, "PatientWeight")
     if not weight_kg > 0:
         raise _missing("PatientWeight (0010,1030) (patient weight in kg)", path, f" (got {ds.get('PatientWeight')!r})")
     seq = ds.get("RadiopharmaceuticalInformationSequence", None)
     if not seq:
         raise _missing("RadiopharmaceuticalInformationSequence (0054,0016)", path, "")
     rp = seq[0]
-    try:
-        dose = float(rp.get("RadionuclideTotalDose", None) or 0.0)
-    except (TypeError, ValueError):
-        dose = 0.0
+    dose = _positive_float(rp, "RadionuclideTotalDose")
     if not dose > 0:
         raise _missing("RadionuclideTotalDose (0018,1074) (injected dose in Bq)", path, "")
 
@@ -122,10 +124,7 @@ def suv_body_weight_factor(ds: Dataset, path: str | None = None, series_start: d
             f"cannot compute body-weight SUV: {'DICOM file ' + path if path else 'the series'} has DecayCorrection "
             f"{decay}; only START and ADMIN are supported. Load with units='bqml' to stay in Bq/ml."
         )
-    try:
-        half_life = float(rp.get("RadionuclideHalfLife", None) or 0.0)
-    except (TypeError, ValueError):
-        half_life = 0.0
+    half_life = _positive_float(rp, "RadionuclideHalfLife")
     if not half_life > 0:
         raise _missing("RadionuclideHalfLife (0018,1075) (seconds)", path, "")
 
