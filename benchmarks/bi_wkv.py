@@ -27,23 +27,15 @@ import json
 import math
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+from _memory import current_rss_mib, peak_rss_mib  # noqa: E402
 
 
-def _current_rss_mib() -> float:
-    with open("/proc/self/statm") as f:
-        pages = int(f.read().split()[1])
-    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def _peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
 
 
 def worker(impl: str, length: int, batch: int, channels: int, threads: int) -> dict:
@@ -61,13 +53,13 @@ def worker(impl: str, length: int, batch: int, channels: int, threads: int) -> d
     fn = bi_wkv if impl == "bi_wkv" else bi_wkv_reference
     # warm the allocator and kernels on a tiny input so the measurement is the call itself
     fn(w[:1] * 0, u[:1] * 0, k[:1, :8, :1].detach(), v[:1, :8, :1].detach())
-    base = max(_current_rss_mib(), 0.0)
+    base = max(current_rss_mib(), 0.0)
     start = time.perf_counter()
     out = fn(w, u, k, v)
     forward_s = time.perf_counter() - start
     out.square().sum().backward()
     total_s = time.perf_counter() - start
-    extra = _peak_rss_mib() - base
+    extra = peak_rss_mib() - base
     return {
         "impl": impl,
         "T": length,

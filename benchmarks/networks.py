@@ -32,20 +32,13 @@ import time
 from pathlib import Path
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+from _memory import current_rss_mib, peak_rss_mib  # noqa: E402
 MODELS = ("rat", "restore_rwkv")
 
 
 from region_attention import region_map  # noqa: E402  the attention benchmark's seeded ~40-region map
 
 
-def _current_rss_mib() -> float:
-    with open("/proc/self/statm") as f:
-        pages = int(f.read().split()[1])
-    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def _peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
 
 
 def build(model: str):
@@ -66,7 +59,7 @@ def worker(model: str, size: int, mode: str, threads: int) -> dict:
     params = sum(p.numel() for p in net.parameters())
     x = torch.randn(1, 1, size, size)
     regions = region_map(size)[None]
-    base = _current_rss_mib()
+    base = current_rss_mib()
     start = time.perf_counter()
     if mode == "forward":
         net.eval()
@@ -83,7 +76,7 @@ def worker(model: str, size: int, mode: str, threads: int) -> dict:
         "mode": mode,
         "params": params,
         "seconds": seconds,
-        "extra_peak_mib": _peak_rss_mib() - base,
+        "extra_peak_mib": peak_rss_mib() - base,
         "output_shape": list(out.shape),
     }
 

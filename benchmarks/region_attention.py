@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+from _memory import peak_rss_mib  # noqa: E402
 
 
 def region_map(size: int, num_cells: int = 39, seed: int = 0):
@@ -52,9 +53,6 @@ def region_map(size: int, num_cells: int = 39, seed: int = 0):
     return torch.where(inside, cells, torch.zeros_like(cells)).to(torch.int64)
 
 
-def _peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
-
 
 def worker(size: int, impl: str, mode: str, repeats: int, warmup: int, threads: int) -> dict:
     """Run one configuration in this process and return its measurements."""
@@ -74,7 +72,7 @@ def worker(size: int, impl: str, mode: str, repeats: int, warmup: int, threads: 
         "latent_tokens": int(latent.numel()),
     }
     x = torch.randn(1, 1, size, size)
-    rss_model = _peak_rss_mib()
+    rss_model = peak_rss_mib()
 
     def step() -> None:
         if mode == "forward":
@@ -98,7 +96,7 @@ def worker(size: int, impl: str, mode: str, repeats: int, warmup: int, threads: 
         "time_s": min(times),
         "times_s": times,
         "cpu_time_s": min(cpu_times),
-        "peak_rss_mib": _peak_rss_mib(),
+        "peak_rss_mib": peak_rss_mib(),
         "rss_after_model_mib": rss_model,
     }
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -33,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+from _memory import peak_rss_mib  # noqa: E402
 CONFIGS = {
     # name: (kind, points_per_side, skip_background, bf16)
     "stock-16": ("stock", 16, False, False),
@@ -63,9 +63,6 @@ def _slice() -> tuple[np.ndarray, str]:
     return hu, "synthetic 512x512 ellipse phantom (../shared not found)"
 
 
-def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
 
 def worker(name: str, out: Path, args: argparse.Namespace) -> None:
     import torch
@@ -78,7 +75,7 @@ def worker(name: str, out: Path, args: argparse.Namespace) -> None:
     hu, source = _slice()
     torch.manual_seed(0)
     model = sam_model_registry["vit_b"](checkpoint=args.checkpoint).eval()
-    base_rss = _rss_mb()
+    base_rss = peak_rss_mib()
     ours = SamRegionGenerator(
         model, points_per_side=pps, pred_iou_thresh=args.pred_iou_thresh, stability_score_thresh=args.stability_thresh,
         skip_background=skip, dtype=torch.bfloat16 if bf16 else torch.float32, modality="ct",
@@ -122,7 +119,7 @@ def worker(name: str, out: Path, args: argparse.Namespace) -> None:
                    partition_s=ours.timings["partition"])  # fmt: skip
     # CPU seconds of all threads: a load-independent figure (wall time on an idle CPU is about cpu_s / threads)
     res.update(cpu_s=time.process_time() - c0, total_s=t2 - t0, regions=int(labels.max()) + 1)
-    res.update(peak_rss_mb=_rss_mb(), model_rss_mb=base_rss)
+    res.update(peak_rss_mb=peak_rss_mib(), model_rss_mb=base_rss)
     np.savez_compressed(out.with_suffix(".npz"), labels=labels)
     out.write_text(json.dumps(res))
 
