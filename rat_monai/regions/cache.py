@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -67,14 +68,18 @@ class RegionCache:
         return self.path(key).is_file()
 
     def get(self, key: str) -> np.ndarray | None:
-        """The stored int32 map, or None when absent (or unreadable: a corrupt entry is treated as a miss)."""
+        """The stored int32 map, or None when absent or unreadable.
+
+        A corrupt entry (e.g. a truncated ``.npz`` left by a full disk) is a miss: the caller computes the map again
+        and :meth:`put` replaces the file.
+        """
         p = self.path(key)
         if not p.is_file():
             return None
         try:
             with np.load(p) as z:
                 return z["labels"].astype(np.int32)
-        except (OSError, ValueError, KeyError, EOFError):
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
             return None
 
     def put(self, key: str, labels: np.ndarray) -> Path:

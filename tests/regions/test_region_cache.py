@@ -89,5 +89,26 @@ class TestRegionCache(unittest.TestCase):
                 cached_partition(FelzenszwalbPartitioner(), np.zeros((1, 4, 4)), batch_size=0)
 
 
+def test_truncated_entry_is_recomputed_and_rewritten(real_pet_dir, tmp_path):
+    """A truncated .npz (zipfile.BadZipFile, issue 15 item 7) is a miss, recomputed and replaced, on real PET slices."""
+    from rat_monai.data import load_volume
+
+    files = sorted(p for p in real_pet_dir.iterdir() if p.is_file())[:3]
+    for f in files:
+        (tmp_path / "pet").mkdir(exist_ok=True)
+        (tmp_path / "pet" / f.name).symlink_to(f)
+    vol = load_volume(tmp_path / "pet")
+    slices = np.moveaxis(vol[0].numpy(), -1, 0)
+    part = FelzenszwalbPartitioner(scale=20, min_size=5)
+    cache = RegionCache(tmp_path / "cache")
+    ref = cached_partition(part, slices, cache=cache)
+    entry = cache.path(cache.key(slices[1], part.cache_key()))
+    good = entry.read_bytes()
+    entry.write_bytes(good[: len(good) // 2])  # truncated: zipfile.BadZipFile on np.load
+    assert cache.get(cache.key(slices[1], part.cache_key())) is None
+    np.testing.assert_array_equal(cached_partition(part, slices, cache=cache), ref)
+    np.testing.assert_array_equal(cache.get(cache.key(slices[1], part.cache_key())), ref[1])  # rewritten
+
+
 if __name__ == "__main__":
     unittest.main()
