@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -31,6 +31,8 @@ __all__ = [
     "default_n_det",
     "ramp_filter",
     "fbp",
+    "fbp_blockwise",
+    "filter_sinogram",
     "osem",
     "osem_reference",
     "forward_project_reference",
@@ -97,6 +99,8 @@ class ParallelProjector:
         n_angles: number of views over ``[0, pi)``. Defaults to ``max(nx, ny)``.
         n_det: number of detector bins. Defaults to :func:`default_n_det`.
         angle_indices: use only these views of the ``n_angles`` (an OSEM subset). Defaults to all.
+        cache: keep the matrix in the module cache (reused by later projectors of the same geometry). False builds a
+            private matrix that is freed with the projector (view blocks of large slices). Defaults to True.
 
     Examples::
 
@@ -112,6 +116,7 @@ class ParallelProjector:
         n_angles: int | None = None,
         n_det: int | None = None,
         angle_indices: Sequence[int] | None = None,
+        cache: bool = True,
     ) -> None:
         ny = nx if ny is None else ny
         if nx < 2 or ny < 2:
@@ -128,7 +133,8 @@ class ParallelProjector:
             raise ValueError(f"angle_indices must lie in [0, {self.n_angles_total}), got {list(idx)}.")
         self.angle_indices = tuple(idx)
         self.angles = tuple(math.pi * a / self.n_angles_total for a in self.angle_indices)
-        self.matrix = _cached_matrix(self.nx, self.ny, self.angles, self.n_det)
+        build = _cached_matrix if cache else _system_matrix
+        self.matrix = build(self.nx, self.ny, self.angles, self.n_det)
 
     @property
     def sino_shape(self) -> tuple[int, int]:
@@ -284,6 +290,17 @@ def ramp_filter(n_det: int, filter_name: str = "ramp") -> np.ndarray:
     return resp
 
 
+def filter_sinogram(sino: np.ndarray, n_det: int, filter_name: str = "ramp") -> np.ndarray:
+    """Apply the FBP filter (:func:`ramp_filter`) along the detector axis of ``[n_views, n_det, S]`` (float32).
+
+    Each view is filtered on its own, so a block of views can be filtered independently of the others.
+    """
+    resp = ramp_filter(n_det, filter_name)
+    size = 2 * (len(resp) - 1)
+    spec = np.fft.rfft(np.asarray(sino, dtype=np.float32), n=size, axis=1) * resp[None, :, None]
+    return np.fft.irfft(spec, n=size, axis=1)[:, :n_det].astype(np.float32)
+
+
 def fbp(sino: np.ndarray, projector: ParallelProjector, filter_name: str = "ramp") -> np.ndarray:
     """Filtered back projection of line integrals (in pixel units) ``[n_angles, n_det(, S)]`` -> ``[nx, ny(, S)]``.
 
@@ -296,12 +313,60 @@ def fbp(sino: np.ndarray, projector: ParallelProjector, filter_name: str = "ramp
     single = sino.ndim == 2
     if single:
         sino = sino[..., None]
-    resp = ramp_filter(projector.n_det, filter_name)
-    size = 2 * (len(resp) - 1)
-    spec = np.fft.rfft(sino, n=size, axis=1) * resp[None, :, None]
-    filtered = np.fft.irfft(spec, n=size, axis=1)[:, : projector.n_det].astype(np.float32)
+    filtered = filter_sinogram(sino, projector.n_det, filter_name)
     img = projector.back(filtered) * np.float32(math.pi / (2 * len(projector.angles)))
     return img[..., 0] if single else img
+
+
+def fbp_blockwise(
+    sinogram_of: Callable[[ParallelProjector], np.ndarray],
+    nx: int,
+    ny: int | None = None,
+    n_angles: int | None = None,
+    n_det: int | None = None,
+    filter_name: str = "ramp",
+    block: int = 32,
+    progress: Callable[[int], object] | None = None,
+) -> np.ndarray:
+    """:func:`fbp` without the whole system matrix: the views are handled ``block`` at a time.
+
+    For each block of views a private (uncached) :class:`ParallelProjector` is built, ``sinogram_of(projector)``
+    returns that block's line integrals ``[len(projector.angles), n_det, S]`` (it may forward project with the same
+    projector, which is how :mod:`rat_monai.data.simulate_real` makes its noise), and the filtered block is back
+    projected and summed. Memory is one block's matrix (``2 * block * nx * ny`` entries) instead of all views'
+    (a 512x512 slice with 512 views needs ~2 GB for the full matrix, ~130 MB per block of 32).
+
+    Args:
+        sinogram_of: callback giving the sinogram of a block (slices last, all blocks the same number of slices).
+        nx: image size along the first axis.
+        ny: image size along the second axis. Defaults to ``nx``.
+        n_angles: views over ``[0, pi)``. Defaults to ``max(nx, ny)``.
+        n_det: bins. Defaults to :func:`default_n_det`.
+        filter_name: see :func:`ramp_filter`. Defaults to "ramp".
+        block: views per block. Defaults to 32.
+        progress: called with the number of views done after each block (e.g. a tqdm ``update``). Defaults to None.
+
+    Returns:
+        ``[nx, ny, S]`` float32, equal to ``fbp(full_sinogram, ParallelProjector(nx, ny, n_angles, n_det))``.
+    """
+    ny = nx if ny is None else ny
+    n_angles = int(n_angles if n_angles is not None else max(nx, ny))
+    n_det = int(n_det if n_det is not None else default_n_det(nx, ny))
+    if block < 1:
+        raise ValueError(f"block must be >= 1, got {block}.")
+    img = None
+    for a0 in range(0, n_angles, block):
+        proj = ParallelProjector(nx, ny, n_angles=n_angles, n_det=n_det,
+                                 angle_indices=range(a0, min(n_angles, a0 + block)), cache=False)
+        sino = np.asarray(sinogram_of(proj), dtype=np.float32)
+        if sino.ndim == 2:
+            sino = sino[..., None]
+        part = proj.back(filter_sinogram(sino, n_det, filter_name))
+        img = part if img is None else img + part
+        del proj
+        if progress is not None:
+            progress(len(range(a0, min(n_angles, a0 + block))))
+    return img * np.float32(math.pi / (2 * n_angles))
 
 
 def _subsets(n_angles: int, n_subsets: int) -> list[list[int]]:

@@ -40,9 +40,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import json
 import logging
-import math
 import os
 import shutil
 import time
@@ -53,7 +51,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from rat_monai.data.dicom_export import ras_affine, uid_from, write_dicom_series, write_nifti
+from rat_monai.data.dicom_export import ras_affine, uid_from, write_dicom_series
 from rat_monai.data.phantom import make_phantom
 from rat_monai.data.projectors import (
     ParallelProjector,
@@ -63,11 +61,19 @@ from rat_monai.data.projectors import (
     forward_project_interp,
     osem,
 )
+from rat_monai.data.sim_output import (  # noqa: F401 - split_counts / save_preview re-exported (public API)
+    masked_psnr,
+    save_preview,
+    split_counts,
+    write_dataset_files,
+    write_nifti_pair,
+)
 
 __all__ = [
     "DEFAULT_SHAPE",
     "simulate_pet_pair",
     "simulate_ct_pair",
+    "pet_counts_and_osem",
     "simulate_dataset",
     "split_counts",
     "masked_psnr",
@@ -94,20 +100,6 @@ def _spacing(modality: str, shape: Sequence[int]) -> tuple[float, float, float]:
     fov_xy, fov_z = DEFAULT_FOV[modality]
     d = fov_xy / max(shape[0], shape[1])
     return (d, d, fov_z / shape[2])
-
-
-def masked_psnr(
-    test: np.ndarray, ref: np.ndarray, mask: np.ndarray | None = None, data_range: float | None = None
-) -> float:
-    """PSNR (dB) of ``test`` against ``ref`` over ``mask`` with ``data_range`` (default: ref max - min over mask)."""
-    t = np.asarray(test, np.float64)
-    r = np.asarray(ref, np.float64)
-    if mask is not None:
-        t, r = t[mask], r[mask]
-    if data_range is None:
-        data_range = float(r.max() - r.min())
-    mse = float(np.mean((t - r) ** 2))
-    return float("inf") if mse == 0 else 10.0 * math.log10(data_range**2 / mse)
 
 
 def simulate_pet_pair(
@@ -167,17 +159,9 @@ def simulate_pet_pair(
     trues *= scale
     support = trues > 0
     bg = np.float32(scatter_fraction * (trues[support].mean() if support.any() else 0.0))
-    f_low = 1.0 / dose_reduction
-    counts_full = rng.poisson(np.maximum(trues + bg, 0)).astype(np.float32)
-    counts_low = rng.poisson(np.maximum((trues + bg) * f_low, 0)).astype(np.float32)
-    # One OSEM over both doses: EM with (counts / f, background, scale) has exactly the iterates of
-    # (counts, f * background, f * scale), so the low-dose counts are divided by f and share the full-dose model.
-    rec = osem(np.concatenate([counts_full, counts_low / np.float32(f_low)], axis=2), nx, ny, n_angles=na,
-               n_det=nd, attenuation=np.concatenate([att, att], axis=2), background=bg, scale=scale,
-               iterations=iterations, subsets=subsets)
-    sig_pf = postfilter_fwhm_mm / 2.3548 / np.asarray(spacing[:2])
-    rec = np.maximum(ndimage.gaussian_filter(rec, sigma=(sig_pf[0], sig_pf[1], 0), mode="constant"), 0)
-    out = {"full": rec[..., :nz].astype(np.float32), "low": (rec[..., nz:] * np.float32(f_low)).astype(np.float32)}
+    low, full = pet_counts_and_osem(trues, att, bg, scale, dose_reduction, rng, nx, ny, iterations=iterations,
+                                    subsets=subsets, postfilter_sigma=postfilter_fwhm_mm / 2.3548 / np.asarray(spacing[:2]))
+    out = {"low": low, "full": full}
     return {
         "low": out["low"],
         "full": out["full"],
@@ -190,6 +174,54 @@ def simulate_pet_pair(
         "suv_factor_full": suv_factor,
         "suv_factor_low": suv_factor * dose_reduction,
     }
+
+
+def pet_counts_and_osem(
+    trues: np.ndarray,
+    att: np.ndarray,
+    background: float,
+    scale: float,
+    dose_reduction: float,
+    rng: np.random.Generator,
+    nx: int,
+    ny: int,
+    iterations: int = 4,
+    subsets: int = 8,
+    postfilter_sigma: Sequence[float] = (0.0, 0.0),
+) -> tuple[np.ndarray, np.ndarray]:
+    """Poisson counts at full dose and at ``1 / dose_reduction`` of them, both through the SAME OSEM + post-filter.
+
+    Args:
+        trues: expected true counts at full dose ``[n_angles, n_det, S]`` (attenuated, scaled by ``scale``).
+        att: attenuation factors like ``trues``.
+        background: expected scatter + randoms per bin at full dose.
+        scale: counts per unit of image value and pixel of path (the OSEM sensitivity).
+        dose_reduction: counts factor of the low-dose scan (>= 1).
+        rng: random generator (full-dose counts are drawn first, then low-dose).
+        nx: image size along the first axis.
+        ny: image size along the second axis.
+        iterations: OSEM iterations. Defaults to 4.
+        subsets: OSEM subsets. Defaults to 8.
+        postfilter_sigma: in-plane Gaussian post-filter sigma in pixels. Defaults to none.
+
+    Returns:
+        ``(low, full)`` images ``[nx, ny, S]`` float32 in image units; ``low`` at its own activity scale (``1 /
+        dose_reduction`` of ``full``'s), as a real low-dose scan reconstructs.
+    """
+    nz = trues.shape[2]
+    f_low = 1.0 / dose_reduction
+    counts_full = rng.poisson(np.maximum(trues + background, 0)).astype(np.float32)
+    counts_low = rng.poisson(np.maximum((trues + background) * f_low, 0)).astype(np.float32)
+    # One OSEM over both doses: EM with (counts / f, background, scale) has exactly the iterates of
+    # (counts, f * background, f * scale), so the low-dose counts are divided by f and share the full-dose model.
+    rec = osem(np.concatenate([counts_full, counts_low / np.float32(f_low)], axis=2), nx, ny,
+               n_angles=trues.shape[0], n_det=trues.shape[1], attenuation=np.concatenate([att, att], axis=2),
+               background=background, scale=scale, iterations=iterations, subsets=subsets)
+    sig = tuple(float(v) for v in postfilter_sigma)
+    if max(sig) > 0:
+        rec = ndimage.gaussian_filter(rec, sigma=(sig[0], sig[1], 0), mode="constant")
+    rec = np.maximum(rec, 0)
+    return (rec[..., nz:] * np.float32(f_low)).astype(np.float32), rec[..., :nz].astype(np.float32)
 
 
 def simulate_ct_pair(
@@ -257,68 +289,6 @@ def simulate_ct_pair(
     return {"low": hu[..., nz:], "full": hu[..., :nz], "truth": ph.hu, "body": ph.body, "spacing": spacing}
 
 
-def split_counts(n: int, split: Sequence[float] = (0.7, 0.15, 0.15)) -> tuple[int, int, int]:
-    """Numbers of (training, validation, test) items for ``n`` items and ``split`` fractions.
-
-    Validation and test get ``n * fraction`` items rounded half up, at least one each when their fraction is
-    positive and ``n`` allows (training keeps at least one); training gets the rest.
-    """
-    if len(split) != 3 or min(split) < 0 or sum(split) <= 0:
-        raise ValueError(f"split must be three non-negative fractions (training, validation, test), got {split}.")
-    if n < 1:
-        raise ValueError(f"need at least one subject, got {n}.")
-    tot = float(sum(split))
-    fr = [s / tot for s in split]
-    n_val = int(math.floor(n * fr[1] + 0.5 + 1e-9))  # round half up
-    n_test = int(math.floor(n * fr[2] + 0.5 + 1e-9))
-    if fr[1] > 0 and n_val == 0 and n >= 2:
-        n_val = 1
-    if fr[2] > 0 and n_test == 0 and n >= 3:
-        n_test = 1
-    while n_val + n_test > n - 1 and (n_val or n_test):
-        if n_test >= n_val and n_test:
-            n_test -= 1
-        else:
-            n_val -= 1
-    if fr[0] == 0 and n_val + n_test < n:  # no training wanted: give the rest to validation/test
-        n_test = n - n_val
-    return n - n_val - n_test, n_val, n_test
-
-
-def save_preview(low: np.ndarray, full: np.ndarray, path: str | os.PathLike, modality: str, title: str = "") -> Path:
-    """PNG panel LQ | HQ | LQ - HQ of a 2D slice ``[X, Y]`` (shown with rows = Y)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    low, full = np.asarray(low).T, np.asarray(full).T
-    if modality == "pet":
-        kw = {"cmap": "gray_r", "vmin": 0.0, "vmax": max(float(np.percentile(full, 99.5)), 1e-6)}
-        dlim = kw["vmax"] / 2
-        unit = "SUV"
-    else:
-        kw = {"cmap": "gray", "vmin": -160.0, "vmax": 240.0}
-        dlim = 100.0
-        unit = "HU"
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4.6))
-    for ax, img, name in ((axes[0], low, "low dose (LQ)"), (axes[1], full, "full dose (HQ)")):
-        im = ax.imshow(img, **kw)
-        ax.set_title(name)
-        fig.colorbar(im, ax=ax, fraction=0.046, label=unit)
-    im = axes[2].imshow(low - full, cmap="seismic", vmin=-dlim, vmax=dlim)
-    axes[2].set_title("LQ - HQ")
-    fig.colorbar(im, ax=axes[2], fraction=0.046, label=unit)
-    for ax in axes:
-        ax.axis("off")
-    fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
-
-
 def simulate_dataset(
     out_dir: str | os.PathLike,
     modality: str = "pet",
@@ -370,7 +340,7 @@ def simulate_dataset(
     if len(shape) != 3 or shape[2] < 1 or min(shape[:2]) < 16:
         raise ValueError(f"shape must be (X, Y, Z) with X, Y >= 16 and Z >= 1, got {shape}.")
     drf = float(dose_reduction if dose_reduction is not None else DEFAULT_DOSE_REDUCTION[modality])
-    n_train, n_val, n_test = split_counts(int(subjects), split)
+    split_counts(int(subjects), split)  # validate the split before simulating
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"{out} exists and is not a folder; choose another --out.")
@@ -399,30 +369,32 @@ def simulate_dataset(
         sim_s = time.perf_counter() - t0
         origin = (-(shape[0] - 1) / 2 * spacing[0], -(shape[1] - 1) / 2 * spacing[1], -(shape[2] - 1) / 2 * spacing[2])
         affine = ras_affine(spacing, origin)
-        entry: dict[str, Any] = {"subject": sid, "modality": dicom_mod, "units": units}
+        entry: dict[str, Any] = {"subject": sid, "patient": f"SIM-{seed}-{sid}", "modality": dicom_mod, "units": units}
         scan_time = _dt.datetime(2020, 1, 1, 10, 0, 0) + _dt.timedelta(days=s)
         study_uid = uid_from("rat-monai-sim", modality, seed, s, "study")
         frame_uid = uid_from("rat-monai-sim", modality, seed, s, "frame")
-        for key, part in (("image", "low"), ("label", "full")):
-            desc = f"{'low' if part == 'low' else 'full'} dose" + (f" (1/{drf:g})" if part == "low" else "")
-            if "nifti" in formats:
-                fn = out / "nifti" / f"{sid}_{part}.nii.gz"
-                write_nifti(vols[part], affine, fn, description=f"{dicom_mod} {units.upper()} {desc}")
+        desc = {"low": f"low dose (1/{drf:g})", "full": "full dose"}
+        if "nifti" in formats:
+            sides = {}
+            for part in ("low", "full"):
                 side: dict[str, Any] = {"modality": dicom_mod, "units": units, "dose": part, "dose_reduction": drf,
-                                        "seed": int(seed), "subject": sid, "spacing": list(spacing)}
+                                        "seed": int(seed), "subject": sid, "patient": entry["patient"],
+                                        "spacing": list(spacing)}
                 if modality == "pet":
                     side.update(suv_factor=res[f"suv_factor_{part}"], weight_kg=res["weight_kg"],
                                 injected_dose_bq=res["injected_dose_bq"] / (drf if part == "low" else 1.0),
                                 uptake_s=res["uptake_s"], iterations=iterations, subsets=subsets)
-                (out / "nifti" / f"{sid}_{part}.json").write_text(json.dumps(side, indent=2) + "\n")
-                entry[key] = f"nifti/{fn.name}"
+                sides[part] = side
+            entry.update(write_nifti_pair(out, sid, vols, affine, sidecars=sides,
+                                          description={p: f"{dicom_mod} {units.upper()} {desc[p]}" for p in desc}))
+        for key, part in (("image", "low"), ("label", "full")):
             if "dicom" in formats:
                 ddir = out / "dicom" / sid / part
                 common = dict(modality=dicom_mod, spacing=spacing, origin_lps=origin, study_uid=study_uid,
                               frame_uid=frame_uid, series_uid=uid_from("rat-monai-sim", modality, seed, s, part),
                               uid_entropy=("rat-monai-sim", modality, seed, s, part),
                               series_number=1 + int(part == "full"),
-                              series_description=f"SIM {desc}", patient_id=f"SIM-{seed}-{sid}")
+                              series_description=f"SIM {desc[part]}", patient_id=entry["patient"])
                 if modality == "pet":
                     write_dicom_series(res[part], ddir, patient_weight_kg=res["weight_kg"],
                                        injected_dose_bq=res["injected_dose_bq"] / (drf if part == "low" else 1.0),
@@ -443,23 +415,18 @@ def simulate_dataset(
             k = shape[2] // 2
             save_preview(vols["low"][:, :, k], vols["full"][:, :, k], out / f"preview_{modality}.png", modality,
                          title=f"{sid} slice {k}: PSNR(LQ vs HQ, body) {fig['psnr_low_vs_full_body_db']:.1f} dB")
-    datalist = {
-        "name": f"rat-monai simulated {modality.upper()}",
-        "description": f"paired low-dose (image) / full-dose (label) {dicom_mod}, dose reduction {drf:g}, seed {seed}",
-        "modality": dicom_mod,
-        "units": units,
-        "training": entries[:n_train],
-        "validation": entries[n_train : n_train + n_val],
-        "test": entries[n_train + n_val :],
-    }
-    path = out / "datalist.json"
-    path.write_text(json.dumps(datalist, indent=2) + "\n")
     summary = {"modality": modality, "subjects": int(subjects), "seed": int(seed), "shape": list(shape),
                "spacing": list(spacing), "dose_reduction": drf, "formats": list(formats),
                "total_s": round(time.perf_counter() - t_start, 3), "subjects_figures": figures}
     if modality == "pet":
         summary.update(iterations=iterations, subsets=subsets)
-    (out / "simulation.json").write_text(json.dumps(summary, indent=2) + "\n")
+    header = {
+        "name": f"rat-monai simulated {modality.upper()}",
+        "description": f"paired low-dose (image) / full-dose (label) {dicom_mod}, dose reduction {drf:g}, seed {seed}",
+        "modality": dicom_mod,
+        "units": units,
+    }
+    path = write_dataset_files(out, entries, header, summary, split)  # one patient per phantom, kept in order
     clear_projector_cache()
     logger.info("simulated %d %s subjects into %s in %.1f s", subjects, modality, out, summary["total_s"])
     return path
@@ -469,7 +436,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``rat-monai simulate``."""
     parser.add_argument("modality", choices=("pet", "ct"), help="which modality to simulate")
     parser.add_argument("--out", required=True, help="output folder (must be empty unless --overwrite)")
-    parser.add_argument("--subjects", type=int, default=4, help="number of subjects (default 4)")
+    parser.add_argument("--from", dest="sources", action="append", default=None, metavar="SCAN",
+                        help="make the pairs from this real full-dose scan (DICOM series folder or NIfTI; repeat for "
+                             "several) instead of phantoms: see rat_monai.data.simulate_real")
+    parser.add_argument("--ct", dest="ct", action="append", default=None, metavar="CT",
+                        help="PET --from only: co-registered CT for the attenuation (one per --from, same order)")
+    parser.add_argument("--i0", type=float, default=None,
+                        help="CT --from only: full-dose photons per ray (default: from the mAs/kVp tags)")
+    parser.add_argument("--subjects", type=int, default=None, help="number of phantom subjects (default 4)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--shape", type=int, nargs=3, metavar=("X", "Y", "Z"), default=None,
                         help="volume shape (default 128 128 64 for PET, 256 256 32 for CT)")
@@ -487,10 +461,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``rat-monai simulate`` with parsed ``args``; prints the datalist path."""
-    path = simulate_dataset(
-        args.out, modality=args.modality, subjects=args.subjects, seed=args.seed, shape=args.shape,
-        dose_reduction=args.dose_reduction, formats=args.formats, split=args.split, progress=not args.no_progress,
-        iterations=args.iterations, subsets=args.subsets, preview=not args.no_preview, overwrite=args.overwrite,
-    )
+    if args.sources:
+        if args.subjects is not None or args.shape is not None:
+            raise ValueError("--subjects and --shape are for phantoms; with --from the scans set both.")
+        from rat_monai.data.simulate_real import simulate_from_scans
+
+        path = simulate_from_scans(
+            args.sources, args.out, modality=args.modality, dose_reduction=args.dose_reduction, seed=args.seed,
+            ct=args.ct, i0=args.i0, formats=args.formats, split=args.split, progress=not args.no_progress,
+            preview=not args.no_preview, overwrite=args.overwrite, iterations=args.iterations, subsets=args.subsets,
+        )
+    else:
+        if args.ct or args.i0 is not None:
+            raise ValueError("--ct and --i0 go with --from SCAN (simulation from a real scan).")
+        path = simulate_dataset(
+            args.out, modality=args.modality, subjects=4 if args.subjects is None else args.subjects, seed=args.seed,
+            shape=args.shape, dose_reduction=args.dose_reduction, formats=args.formats, split=args.split,
+            progress=not args.no_progress, iterations=args.iterations, subsets=args.subsets,
+            preview=not args.no_preview, overwrite=args.overwrite,
+        )
     print(path)
     return 0
