@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from .base import RegionPartitioner, settings_digest
 from .cache import RegionCache, cached_partition, region_cache_key
-from .factory import DEFAULT_OFFLINE_METHOD, PARTITION_METHODS, SAM_CHECKPOINT_ENV, get_partitioner
+from .anatomy import air_tiles, body_outline, class_superpixels, merge_small_pieces
+from .factory import DEFAULT_OFFLINE_METHOD, FALLBACK_METHOD, PARTITION_METHODS, SAM_CHECKPOINT_ENV, get_partitioner
 from .offline import (
     OFFLINE_PARTITIONERS,
     FelzenszwalbPartitioner,
@@ -16,10 +17,19 @@ from .offline import (
     merge_small_regions,
 )
 from .partition import partition_from_masks, partition_from_masks_reference, relabel_contiguous
+from .tissue import CT_TISSUE_EDGES, CtTissuePartitioner, PetUptakePartitioner
 from .windowing import SliceWindow, foreground_mask
 
 __all__ = [
+    "CT_TISSUE_EDGES",
+    "CtTissuePartitioner",
     "DEFAULT_OFFLINE_METHOD",
+    "FALLBACK_METHOD",
+    "PetUptakePartitioner",
+    "air_tiles",
+    "body_outline",
+    "class_superpixels",
+    "merge_small_pieces",
     "FelzenszwalbPartitioner",
     "IntensityPartitioner",
     "OFFLINE_PARTITIONERS",
@@ -41,7 +51,15 @@ __all__ = [
     "settings_digest",
 ]
 
-from .metrics import adjusted_rand_index  # noqa: E402
+from .metrics import (  # noqa: E402
+    adjusted_rand_index,
+    class_purity,
+    hu_classes,
+    largest_fraction,
+    latent_labels,
+    region_attention_cost,
+)
 from .sam import SamRegionGenerator, load_sam  # noqa: E402
 
-__all__ += ["adjusted_rand_index", "SamRegionGenerator", "load_sam"]
+__all__ += ["adjusted_rand_index", "class_purity", "hu_classes", "largest_fraction", "latent_labels",
+            "region_attention_cost", "SamRegionGenerator", "load_sam"]  # fmt: skip

@@ -56,10 +56,12 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
 
 
 def _model_sha256(model: torch.nn.Module) -> str:
+    """sha256 of a model's state dict (names and raw bytes of every parameter and buffer)."""
     h = hashlib.sha256()
     for name, t in sorted(model.state_dict().items()):
         h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        # reshape(-1): a 0-d tensor (BatchNorm's int64 num_batches_tracked) cannot be viewed as bytes directly
+        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
 
 
@@ -134,6 +136,19 @@ class SamRegionGenerator(RegionPartitioner):
             ``"otsu"``). Defaults to None.
         image_batch_size: slices per image-encoder call (ViT-B needs ~1 GiB per slice). Defaults to 2.
         model: alias of ``checkpoint`` for an already built ``Sam``. Defaults to None.
+        multimask_output: ask the mask decoder for its three masks per prompt (stock SAM's automatic generation) or
+            for one (``False``: single-mask SAM variants such as MedSAM-style fine-tunes). Defaults to True.
+
+    Any ``segment_anything.modeling.Sam`` can be passed as ``model=`` (or ``checkpoint=``): a stock backbone with
+    fine-tuned weights, or one assembled from ``ImageEncoderViT``, ``PromptEncoder`` and ``MaskDecoder`` with its own
+    sizes. The input size is taken from the model (``model.image_encoder.img_size``), the cache key from the sha256
+    of its state dict::
+
+        from segment_anything import sam_model_registry
+
+        sam = sam_model_registry["vit_b"](checkpoint=None)
+        sam.load_state_dict(torch.load("medsam_vit_b.pth", map_location="cpu", weights_only=True))
+        gen = SamRegionGenerator(model=sam, multimask_output=False, modality="ct")
 
     Raises:
         ValueError: bad settings, no checkpoint/model, or a checkpoint that does not match ``model_type``.
@@ -161,6 +176,7 @@ class SamRegionGenerator(RegionPartitioner):
         foreground_threshold: float | str | None = None,
         image_batch_size: int = 2,
         model: torch.nn.Module | None = None,
+        multimask_output: bool = True,
     ) -> None:
         from segment_anything.modeling import Sam
         from segment_anything.utils.transforms import ResizeLongestSide
@@ -213,6 +229,7 @@ class SamRegionGenerator(RegionPartitioner):
             foreground_threshold = 0.25 if self.window.modality == "ct" and window is None else "otsu"
         self.foreground_threshold = foreground_threshold
         self.image_batch_size = int(image_batch_size)
+        self.multimask_output = bool(multimask_output)
         self.transform = ResizeLongestSide(self.model.image_encoder.img_size)
         self.timings: dict[str, float] = {"encoder": 0.0, "decoder": 0.0, "partition": 0.0}
 
@@ -226,6 +243,7 @@ class SamRegionGenerator(RegionPartitioner):
             "stability_score_thresh": self.stability_score_thresh,
             "stability_score_offset": self.stability_score_offset,
             "box_nms_thresh": self.box_nms_thresh,
+            "multimask_output": self.multimask_output,
             "skip_background": self.skip_background,
             "dtype": str(self.dtype).replace("torch.", ""),
             "window": self.window.settings(),
@@ -300,7 +318,7 @@ class SamRegionGenerator(RegionPartitioner):
                 )
                 low_res, iou = model.mask_decoder(
                     image_embeddings=features, image_pe=pe, sparse_prompt_embeddings=sparse,
-                    dense_prompt_embeddings=dense, multimask_output=True,
+                    dense_prompt_embeddings=dense, multimask_output=self.multimask_output,
                 )  # fmt: skip
             low_res, iou = low_res.float().flatten(0, 1), iou.float().flatten(0, 1)
             if self.pred_iou_thresh > 0.0:  # filter BEFORE upsampling: same masks survive, far less work
@@ -354,8 +372,8 @@ class SamRegionGenerator(RegionPartitioner):
     def reference(self, slices: np.ndarray, **generator_kwargs: Any) -> np.ndarray:
         """The stock path: ``partition_from_masks(SamAutomaticMaskGenerator(...).generate(rgb))`` per slice.
 
-        Uses this generator's model, window and thresholds in float32 on the full point grid (the speed-ups do not
-        apply). For tests and benchmarks; slow.
+        Uses this generator's model, window, thresholds and ``multimask_output`` in float32 on the full point grid
+        (the speed-ups do not apply). For tests and benchmarks; slow.
         """
         from segment_anything import SamAutomaticMaskGenerator
 
@@ -366,5 +384,13 @@ class SamRegionGenerator(RegionPartitioner):
         )  # fmt: skip
         kwargs.update(generator_kwargs)
         gen = SamAutomaticMaskGenerator(self.model, **kwargs)
+        if not self.multimask_output:  # the stock generator hard-codes multimask_output=True: ask for one mask
+            predict_torch = gen.predictor.predict_torch
+
+            def single_mask(*args: Any, **kw: Any) -> Any:
+                kw["multimask_output"] = False
+                return predict_torch(*args, **kw)
+
+            gen.predictor.predict_torch = single_mask  # type: ignore[method-assign]
         batch = self._as_batch(slices)
         return np.stack([partition_from_masks(gen.generate(self.to_rgb(s)), s.shape) for s in batch]).astype(np.int32)
