@@ -5,6 +5,9 @@
 from __future__ import annotations
 
 from .bundle_utils import (
+    BundleUserError,
+    checkpoints_newest_first,
+    datalist_split,
     ensure_dataset,
     epochs_for_iterations,
     find_latest_checkpoint,
@@ -19,9 +22,11 @@ from .handlers import (
     ResumeCheckpointLoader,
 )
 from .panels import region_colors, render_panel, save_png
+from .time_estimate import TrainingTimeEstimate
 from .utils import PrepareBatchStackRegions, StackedRegionLoss, split_stacked_target, stack_regions
 
 __all__ = [
+    "BundleUserError",
     "ImagePanelHandler",
     "IterationLimitHandler",
     "PrepareBatchStackRegions",
@@ -29,6 +34,9 @@ __all__ = [
     "ResumableCheckpointSaver",
     "ResumeCheckpointLoader",
     "StackedRegionLoss",
+    "TrainingTimeEstimate",
+    "checkpoints_newest_first",
+    "datalist_split",
     "ensure_dataset",
     "epochs_for_iterations",
     "find_latest_checkpoint",

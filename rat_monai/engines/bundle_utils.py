@@ -15,6 +15,8 @@ from typing import Any
 import torch
 
 __all__ = [
+    "checkpoints_newest_first",
+    "datalist_split",
     "ensure_dataset",
     "epochs_for_iterations",
     "find_latest_checkpoint",
@@ -125,14 +127,12 @@ def iteration_budget(max_iterations: int, max_epochs: int, epoch_length: int) ->
     return max(1, min(int(max_iterations), int(max_epochs) * int(epoch_length)))
 
 
-def find_latest_checkpoint(ckpt_dir: str | Path, pattern: str = "checkpoint*iteration=*.pt") -> str:
-    """Path of the resumable checkpoint with the highest iteration in ``ckpt_dir``.
+def checkpoints_newest_first(ckpt_dir: str | Path, pattern: str = "checkpoint*iteration=*.pt") -> list[Path]:
+    """The resumable checkpoints in ``ckpt_dir``, highest iteration first (newest file first on a tie).
 
-    Matches the files MONAI's ``CheckpointSaver`` writes for interval and final saves
-    (``checkpoint_iteration=N.pt``, ``checkpoint_final_iteration=N.pt``).
-
-    Raises:
-        FileNotFoundError: when no such file exists (names the folder and the pattern).
+    Matches the files MONAI's ``CheckpointSaver`` writes for interval and final saves (``checkpoint_iteration=N.pt``,
+    ``checkpoint_final_iteration=N.pt``); the temporary files of an atomic save (``.checkpoint_...tmp-PID``) never
+    match. Returns ``[]`` when there is none.
     """
     folder = Path(ckpt_dir)
     found = []
@@ -140,11 +140,60 @@ def find_latest_checkpoint(ckpt_dir: str | Path, pattern: str = "checkpoint*iter
         m = _CKPT_RE.search(p.name)
         if m:
             found.append((int(m.group(1)), p.stat().st_mtime, p))
+    return [p for *_, p in sorted(found, reverse=True)]
+
+
+def find_latest_checkpoint(ckpt_dir: str | Path, pattern: str = "checkpoint*iteration=*.pt") -> str:
+    """Path of the resumable checkpoint with the highest iteration in ``ckpt_dir`` (see
+    :func:`checkpoints_newest_first`; :class:`~rat_monai.engines.ResumeCheckpointLoader` also skips corrupt ones).
+
+    Raises:
+        FileNotFoundError: when no such file exists (names the folder and the pattern).
+    """
+    found = checkpoints_newest_first(ckpt_dir, pattern)
     if not found:
         raise FileNotFoundError(
-            f"no checkpoint matching {pattern!r} in {folder} to resume from: train first, or set --resume false."
+            f"no checkpoint matching {pattern!r} in {ckpt_dir} to resume from: train first, or set --resume false."
         )
-    return str(max(found)[2])
+    return str(found[0])
+
+
+class BundleUserError(SystemExit):
+    """A bundle run stopped by a user error (bad datalist, ...): ``monai.bundle run`` prints the message and exits 1.
+
+    It derives from ``SystemExit`` on purpose: ``monai.bundle``'s ``ConfigExpression`` wraps every ``Exception`` of a
+    ``$`` expression in a ``RuntimeError`` and the command line then shows a long traceback around the one line the
+    user needs; a ``SystemExit`` passes through unchanged, and Python prints its message without a traceback.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(f"error: {message}")
+        self.message = message
+
+
+def datalist_split(datalist: str | Path, key: str = "training") -> list[dict]:
+    """``rat_monai.data.load_datalist(datalist, key)`` for bundle configs: a bad datalist stops the run cleanly.
+
+    A missing file, malformed JSON, a missing or empty ``key`` or a missing image raise :class:`BundleUserError`
+    with the loader's message (which names the file and the key), so ``monai.bundle run`` prints it and exits 1
+    without a traceback.
+    """
+    from rat_monai.data import load_datalist
+
+    try:
+        items = load_datalist(datalist, key)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        text = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+        raise BundleUserError(text if str(datalist) in text else f"datalist {datalist} ({key!r}): {text}") from None
+    for i, item in enumerate(items):
+        for k in ("image", "label"):
+            value = item.get(k) if isinstance(item, dict) else None
+            if isinstance(value, str) and not Path(value).exists():
+                raise BundleUserError(
+                    f"datalist {datalist}: {key}[{i}][{k!r}] = {value} does not exist; fix the path (relative paths "
+                    "are taken from the datalist's folder) or rebuild the datalist with 'rat-monai datalist FOLDER'."
+                )
+    return items
 
 
 # handler classes that write files or logs; on ranks > 0 of a distributed run they are dropped

@@ -1,6 +1,7 @@
 # Copyright (c) rat-monai contributors
 # Licensed under the Apache License, Version 2.0
-"""Ignite handlers for the RAT bundles: an iteration budget, image panels and restoration metrics as CSV.
+"""Ignite handlers for the RAT bundles: an iteration budget, image panels and restoration metrics as CSV (the
+checkpoint saver and resume loader live in ``rat_monai.engines.checkpoints`` and are re-exported here).
 
 All three follow MONAI's handler protocol (``attach(engine)``), so bundle configs list them in ``train#handlers`` or
 ``validate#handlers`` like MONAI's own handlers.
@@ -19,11 +20,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 from monai.data import decollate_batch
-from monai.handlers import CheckpointLoader, CheckpointSaver
 from monai.metrics import PSNRMetric, SSIMMetric
 from monai.utils import IgniteInfo, min_version, optional_import
 
-from rat_monai.engines.bundle_utils import find_latest_checkpoint
+from rat_monai.engines.checkpoints import ResumableCheckpointSaver, ResumeCheckpointLoader, make_saves_atomic
 from rat_monai.engines.panels import render_panel, save_png
 
 if TYPE_CHECKING:
@@ -38,8 +38,8 @@ __all__ = [
     "RestorationMetricsWriter",
     "ResumableCheckpointSaver",
     "ResumeCheckpointLoader",
+    "make_saves_atomic",
 ]
-
 
 def _samples(data: Any) -> list[dict]:
     """``engine.state.output`` / ``engine.state.batch`` as a list of per-sample dicts (decollated or not)."""
@@ -107,88 +107,6 @@ class IterationLimitHandler:
         if engine.state.iteration >= self.max_iterations and not engine.should_terminate:
             self.logger.info(f"reached the iteration budget ({engine.state.iteration} >= {self.max_iterations}): stop.")
             engine.terminate()
-
-
-class ResumableCheckpointSaver(CheckpointSaver):
-    """MONAI ``CheckpointSaver`` that also saves the engine it is attached to, under ``engine_key``.
-
-    A resumable checkpoint needs the trainer's state (iteration, epoch), but a bundle config cannot put
-    ``@train#trainer`` into a handler of that same trainer (circular reference). This saver adds the engine to
-    ``save_dict`` when it is attached, so ``{"model": ..., "optimizer": ..., "lr_scheduler": ...}`` in the config
-    becomes a full checkpoint ``{..., "trainer": <engine>}``.
-
-    Args:
-        engine_key: key of the attached engine in the checkpoint. Defaults to ``"trainer"``.
-        kwargs: as for ``monai.handlers.CheckpointSaver``.
-    """
-
-    def __init__(self, *args: Any, engine_key: str = "trainer", **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.engine_key = engine_key
-
-    def attach(self, engine: Engine) -> None:
-        # the ignite Checkpoint objects built in __init__ hold this same dict, so they save the engine too
-        self.save_dict[self.engine_key] = engine
-        super().attach(engine)
-
-
-class ResumeCheckpointLoader:
-    """Resume training from a full checkpoint: network, optimizer, LR scheduler AND the attached engine's state.
-
-    Wraps MONAI's ``CheckpointLoader`` (which keeps the configured ``max_epochs``) and, like
-    :class:`ResumableCheckpointSaver`, adds the engine it is attached to under ``engine_key``, so the iteration
-    count continues from the checkpoint. ``path`` may be a checkpoint file or a folder, in which case the checkpoint
-    with the highest iteration there is used (:func:`~rat_monai.engines.find_latest_checkpoint`), looked up when the
-    handler is attached, i.e. when training starts.
-
-    Args:
-        path: checkpoint file or folder of checkpoints.
-        load_dict: objects to restore, e.g. ``{"model": net, "optimizer": opt, "lr_scheduler": sched}``.
-        enabled: False makes this handler do nothing (the bundles' ``resume`` flag). Defaults to True.
-        engine_key: key of the attached engine in the checkpoint. Defaults to ``"trainer"``.
-        map_location: ``torch.load`` map location (the bundle's device). Defaults to None.
-        strict: strict state-dict loading. Defaults to True.
-
-    Raises:
-        FileNotFoundError: (when attached) no checkpoint at ``path``.
-    """
-
-    def __init__(
-        self,
-        path: str | Path,
-        load_dict: dict,
-        enabled: bool = True,
-        engine_key: str = "trainer",
-        map_location: Any = None,
-        strict: bool = True,
-    ) -> None:
-        self.path = Path(path)
-        self.load_dict = dict(load_dict)
-        self.enabled = bool(enabled)
-        self.engine_key = engine_key
-        self.map_location = map_location
-        self.strict = strict
-        self.loaded_path: str | None = None
-        self.logger = logging.getLogger(__name__)
-
-    def attach(self, engine: Engine) -> None:
-        if not self.enabled:
-            return
-        path = find_latest_checkpoint(self.path) if self.path.is_dir() else str(self.path)
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"checkpoint to resume from does not exist: {path}.")
-        self.loaded_path = path
-        self.logger.info(f"resuming training from {path}")
-        map_location = self.map_location
-        if isinstance(map_location, torch.device):
-            map_location = str(map_location)
-        loader = CheckpointLoader(
-            load_path=path,
-            load_dict={**self.load_dict, self.engine_key: engine},
-            map_location=map_location,
-            strict=self.strict,
-        )
-        loader.attach(engine)
 
 
 class ImagePanelHandler:

@@ -103,7 +103,7 @@ def test_train_resume_evaluate(modality, tiny_datasets, overrides, tmp_path, one
     # resumable checkpoint with the trainer state, panels and TensorBoard logs
     latest = find_latest_checkpoint(root / "models")
     ckpt = torch.load(latest, map_location="cpu", weights_only=True)
-    assert set(ckpt) == {"model", "optimizer", "lr_scheduler", "trainer"}
+    assert set(ckpt) == {"model", "optimizer", "lr_scheduler", "trainer", "key_metric"}
     assert ckpt["trainer"]["iteration"] == 60
     assert sorted(p.name for p in (root / "eval" / "panels").glob("val_panel_*.png")) == [
         "val_panel_0000030.png",
