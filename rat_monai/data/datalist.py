@@ -18,6 +18,11 @@ Naming convention recognised by :func:`build_datalist` (what :mod:`rat_monai.dat
 
 The same ``<subject>`` name in both forms is one subject: "image"/"label" point to the NIfTI files and
 "image_dicom"/"label_dicom" to the folders; with only DICOM, "image"/"label" point to the DICOM folders.
+
+Several folders (e.g. a phantom set and sets made from real scans, ``rat-monai datalist A B --out merged.json``)
+merge into one datalist; a subject name found in two folders is prefixed with its folder's name. The split is by
+PATIENT (:func:`rat_monai.data.sim_output.split_by_patient`): each entry's "patient" comes from the sidecar, else
+the PatientID of the full-dose DICOM series, else the subject name; all scans of a patient land in one list.
 """
 
 from __future__ import annotations
@@ -30,8 +35,6 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 __all__ = ["build_datalist", "load_datalist", "add_arguments", "run"]
 
@@ -103,73 +106,103 @@ def _find_pairs(folder: Path) -> dict[str, dict[str, Any]]:
     return subjects
 
 
+def _patient(rec: dict[str, Any], meta: dict[str, Any], name: str) -> str:
+    if meta.get("patient"):
+        return str(meta["patient"])
+    if "dicom" in rec:
+        import pydicom
+
+        for f in sorted(rec["dicom"][1].iterdir()):
+            try:
+                pid = str(pydicom.dcmread(f, stop_before_pixels=True).get("PatientID", "") or "")
+            except Exception:  # noqa: BLE001 - not DICOM: try the next file
+                continue
+            if pid:
+                return pid
+    return name
+
+
 def build_datalist(
-    folder: str | os.PathLike,
+    folder: str | os.PathLike | Sequence[str | os.PathLike],
     out: str | os.PathLike | None = None,
     split: Sequence[float] = (0.7, 0.15, 0.15),
     seed: int = 0,
 ) -> dict:
-    """Pair the low / full scans found under ``folder`` (see the module docstring) into a split datalist.
+    """Pair the low / full scans found under ``folder`` (one or several; see the module docstring) into a datalist.
 
-    Subjects are sorted by name, shuffled with ``seed`` and split with
-    :func:`rat_monai.data.simulate.split_counts` (validation and test get at least one subject each when there are
-    enough).
+    Subjects are sorted by name, their patients shuffled with ``seed`` and split by patient with
+    :func:`rat_monai.data.sim_output.split_by_patient` (validation and test get at least one patient each when
+    there are enough).
 
     Args:
-        folder: folder to search (recursively).
+        folder: folder to search (recursively), or a list of folders to merge.
         out: write the datalist JSON here (paths relative to its folder). Defaults to None (not written; paths
-            relative to ``folder``).
+            relative to the (first) folder).
         split: (training, validation, test) fractions. Defaults to (0.7, 0.15, 0.15).
         seed: shuffle seed. Defaults to 0.
 
     Returns:
         the datalist dict.
     """
-    from rat_monai.data.simulate import split_counts
+    from rat_monai.data.sim_output import split_by_patient
 
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{folder} is not a folder; give the folder that holds the paired scans.")
-    subjects = _find_pairs(folder)
-    if not subjects:
-        raise ValueError(
-            f"no paired scans found under {folder}: expected <subject>_low.nii.gz + <subject>_full.nii.gz files or "
-            "<subject>/low + <subject>/full DICOM folders."
-        )
-    base = Path(out).resolve().parent if out is not None else folder.resolve()
+    folders = [Path(folder)] if isinstance(folder, (str, os.PathLike)) else [Path(f) for f in folder]
+    if not folders:
+        raise ValueError("give at least one folder of paired scans.")
+    found: list[tuple[Path, dict[str, dict[str, Any]]]] = []
+    for f in folders:
+        if not f.is_dir():
+            raise FileNotFoundError(f"{f} is not a folder; give the folder that holds the paired scans.")
+        subjects = _find_pairs(f)
+        if not subjects:
+            raise ValueError(
+                f"no paired scans found under {f}: expected <subject>_low.nii.gz + <subject>_full.nii.gz files or "
+                "<subject>/low + <subject>/full DICOM folders."
+            )
+        found.append((f, subjects))
+    base = Path(out).resolve().parent if out is not None else folders[0].resolve()
+    counts: dict[str, int] = {}
+    for _, subjects in found:
+        for name in subjects:
+            counts[name] = counts.get(name, 0) + 1
 
     def rel(p: Path) -> str:
         return Path(os.path.relpath(p.resolve(), base)).as_posix()
 
     entries = []
-    for name in sorted(subjects):
-        rec = subjects[name]
-        entry: dict[str, Any] = {}
-        if "nifti" in rec:
-            low, full = rec["nifti"]
-            entry.update(image=rel(low), label=rel(full))
-            side = low.with_name(_NII.match(low.name)["subject"] + "_low.json")  # type: ignore[index]
-            if side.is_file():
-                try:
-                    meta = json.loads(side.read_text())
-                    entry.update({k: meta[k] for k in ("modality", "units") if k in meta})
-                except (json.JSONDecodeError, OSError) as e:
-                    logger.warning("ignoring unreadable sidecar %s (%s)", side, e)
-        if "dicom" in rec:
-            low, full = rec["dicom"]
-            entry.update(image_dicom=rel(low), label_dicom=rel(full))
-            entry.setdefault("image", entry["image_dicom"])
-            entry.setdefault("label", entry["label_dicom"])
-        entry["subject"] = name
-        entries.append(entry)
-    order = np.random.default_rng(seed).permutation(len(entries))
-    entries = [entries[i] for i in order]
-    n_train, n_val, _ = split_counts(len(entries), split)
+    for f, subjects in found:
+        for name in sorted(subjects):
+            rec = subjects[name]
+            entry: dict[str, Any] = {}
+            meta: dict[str, Any] = {}
+            if "nifti" in rec:
+                low, full = rec["nifti"]
+                entry.update(image=rel(low), label=rel(full))
+                side = low.with_name(_NII.match(low.name)["subject"] + "_low.json")  # type: ignore[index]
+                if side.is_file():
+                    try:
+                        meta = json.loads(side.read_text())
+                        entry.update({k: meta[k] for k in ("modality", "units") if k in meta})
+                    except (json.JSONDecodeError, OSError) as e:
+                        logger.warning("ignoring unreadable sidecar %s (%s)", side, e)
+            if "dicom" in rec:
+                low, full = rec["dicom"]
+                entry.update(image_dicom=rel(low), label_dicom=rel(full))
+                entry.setdefault("image", entry["image_dicom"])
+                entry.setdefault("label", entry["label_dicom"])
+            entry["subject"] = name if counts[name] == 1 else f"{f.resolve().name}-{name}"
+            entry["patient"] = _patient(rec, meta, name)
+            entries.append(entry)
+    mods = {e["modality"] for e in entries if "modality" in e}
+    if len(mods) > 1:
+        raise ValueError(f"the folders {[str(f) for f in folders]} mix modalities {sorted(mods)}; a datalist trains "
+                         "one model: merge PET folders and CT folders separately.")
+    train, val, test = split_by_patient(entries, split, seed)
     datalist = {
-        "name": f"paired scans from {folder.name}",
-        "training": entries[:n_train],
-        "validation": entries[n_train : n_train + n_val],
-        "test": entries[n_train + n_val :],
+        "name": "paired scans from " + ", ".join(f.name for f in folders),
+        "training": train,
+        "validation": val,
+        "test": test,
     }
     if out is not None:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
@@ -180,9 +213,12 @@ def build_datalist(
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``rat-monai datalist``."""
     parser.add_argument(
-        "folder", help="folder with <subject>_low/_full NIfTI files or <subject>/low|full DICOM folders"
+        "folder", nargs="+",
+        help="folder(s) with <subject>_low/_full NIfTI files or <subject>/low|full DICOM folders; several are merged "
+             "into one datalist split by patient",
     )
-    parser.add_argument("--out", default=None, help="datalist file to write (default FOLDER/datalist.json)")
+    parser.add_argument("--out", default=None,
+                        help="datalist file to write (default FOLDER/datalist.json; required with several folders)")
     parser.add_argument("--split", type=float, nargs=3, default=[0.7, 0.15, 0.15], metavar=("TRAIN", "VAL", "TEST"),
                         help="split fractions (default 0.7 0.15 0.15)")
     parser.add_argument("--seed", type=int, default=0, help="shuffle seed (default 0)")
@@ -191,9 +227,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``rat-monai datalist``; prints the written path and the split sizes."""
-    out = Path(args.out) if args.out else Path(args.folder) / "datalist.json"
+    folders = [args.folder] if isinstance(args.folder, str) else list(args.folder)
+    if not args.out and len(folders) > 1:
+        raise ValueError(f"merging {len(folders)} folders needs --out FILE (where to write the merged datalist).")
+    out = Path(args.out) if args.out else Path(folders[0]) / "datalist.json"
     if out.exists() and not args.overwrite:
         raise FileExistsError(f"{out} exists; pass --overwrite to replace it or --out to write elsewhere.")
-    dl = build_datalist(args.folder, out=out, split=args.split, seed=args.seed)
+    dl = build_datalist(folders, out=out, split=args.split, seed=args.seed)
     print(f"{out}: {len(dl['training'])} training, {len(dl['validation'])} validation, {len(dl['test'])} test")
     return 0

@@ -29,9 +29,9 @@ def _make(root: Path, nifti=(), dicom=()) -> None:
 
 # (nifti subjects, dicom subjects, expected keys of every entry)
 CASES = [
-    (("a", "b", "c"), (), {"image", "label", "subject"}),
-    ((), ("a", "b", "c"), {"image", "label", "image_dicom", "label_dicom", "subject"}),
-    (("a", "b", "c", "d"), ("a", "b", "c", "d"), {"image", "label", "image_dicom", "label_dicom", "subject"}),
+    (("a", "b", "c"), (), {"image", "label", "subject", "patient"}),
+    ((), ("a", "b", "c"), {"image", "label", "image_dicom", "label_dicom", "subject", "patient"}),
+    (("a", "b", "c", "d"), ("a", "b", "c", "d"), {"image", "label", "image_dicom", "label_dicom", "subject", "patient"}),
 ]
 
 
@@ -120,3 +120,64 @@ def test_ill_arg(tmp_path):
     ok = _touch(tmp_path / "ok.json", json.dumps({"training": []}))
     with pytest.raises(ValueError, match="'validation'"):
         load_datalist(ok, "validation")
+
+
+def _patients(dl: dict) -> dict[str, set[str]]:
+    return {k: {e["patient"] for e in dl[k]} for k in ("training", "validation", "test")}
+
+
+def test_merge_folders_split_by_patient(tmp_path):
+    """Two folders whose subjects share patients (sidecar "patient") merge; no patient is in two lists."""
+    a, b = tmp_path / "phantoms", tmp_path / "real"
+    _make(a, nifti=[f"s{i}" for i in range(6)])
+    _make(b, nifti=[f"s{i}" for i in range(6)])  # same subject names in both folders
+    for root in (a, b):
+        for i in range(6):  # patient P0..P2 has two scans in each folder
+            _touch(root / "nifti" / f"s{i}_low.json", json.dumps({"modality": "CT", "units": "hu", "patient": f"P{i // 2}"}))
+    out = tmp_path / "merged.json"
+    assert main(["datalist", str(a), str(b), "--out", str(out), "--split", "0.34", "0.33", "0.33"]) == 0
+    dl = json.loads(out.read_text())
+    entries = dl["training"] + dl["validation"] + dl["test"]
+    assert len(entries) == 12 and len({e["subject"] for e in entries}) == 12  # names made unique per folder
+    assert {e["subject"] for e in entries} >= {"phantoms-s0", "real-s0"}
+    pats = _patients(dl)
+    assert all(pats[x] for x in pats)  # three patients: one per list
+    assert not (pats["training"] & pats["validation"] or pats["training"] & pats["test"]
+                or pats["validation"] & pats["test"])
+    for e in entries:  # every scan of a patient is in the list of that patient
+        assert e["image"].startswith(("phantoms/", "real/")) and e["units"] == "hu"
+    # several folders need --out; mixed modalities are refused
+    assert main(["datalist", str(a), str(b)]) == 1
+    _touch(b / "nifti" / "s0_low.json", json.dumps({"modality": "PT", "patient": "P0"}))
+    with pytest.raises(ValueError, match="mix modalities"):
+        build_datalist([a, b])
+
+
+def test_merged_simulated_folders_train_format(tmp_path):
+    """A merged datalist of two simulated folders is what the bundles' train.json consumes: ``load_datalist`` +
+    ``PairedSliceDataset`` (the ids train#dataset / validate#dataset), with a patient-level split."""
+    from rat_monai.data import PairedSliceDataset
+    from rat_monai.data.simulate import simulate_dataset
+
+    for seed in (0, 1):
+        simulate_dataset(tmp_path / f"sim{seed}", "ct", subjects=3, seed=seed, shape=(16, 16, 2), progress=False,
+                         preview=False, formats=("nifti",))
+    out = tmp_path / "merged.json"
+    dl = build_datalist([tmp_path / "sim0", tmp_path / "sim1"], out=out, seed=0)
+    pats = _patients(dl)
+    assert sum(len(p) for p in pats.values()) == 6 and len(set().union(*pats.values())) == 6
+    from monai.bundle import ConfigParser
+
+    bundles = Path(__file__).resolve().parents[2] / "bundles"
+    for name in ("rat_ct", "rat_pet"):  # each bundle's own expression for its training / validation data
+        parser = ConfigParser()
+        parser.read_config(str(bundles / name / "configs" / "train.json"))
+        parser["datalist"] = str(out)
+        for key, part in (("train", "training"), ("validate", "validation")):
+            items = parser.get_parsed_content(f"{key}#dataset#data")
+            assert [Path(e["image"]).name for e in items] == [Path(e["image"]).name for e in dl[part]]
+            assert all(Path(e["image"]).is_file() and Path(e["label"]).is_file() for e in items)
+    data = load_datalist(out, "training")
+    ds = PairedSliceDataset(data, modality="ct", cache_rate=0.0, progress=False)
+    item = ds[0]
+    assert tuple(item["image"].shape) == (1, 16, 16) and item["image"].meta["units"] == "hu"
