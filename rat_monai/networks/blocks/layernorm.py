@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["LayerNorm2d"]
@@ -34,3 +35,7 @@ class LayerNorm2d(nn.Module):
         var = (x - mu).pow(2).mean(1, keepdim=True)
         y = (x - mu) / torch.sqrt(var + self.eps)
         return self.weight.view(1, -1, 1, 1) * y + self.bias.view(1, -1, 1, 1)
+
+    def forward_nhwc(self, x: torch.Tensor) -> torch.Tensor:
+        """The same normalisation on a channels-last ``[..., C]`` tensor (one fused kernel)."""
+        return F.layer_norm(x, (x.shape[-1],), self.weight, self.bias, self.eps)

@@ -8,7 +8,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from torch.utils.checkpoint import checkpoint
+
 from .layernorm import LayerNorm2d
+from .nhwc import conv1x1_nhwc, nchw_to_nhwc, nhwc_to_nchw
 
 __all__ = ["SimpleGate", "NAFBlock"]
 
@@ -27,6 +30,10 @@ class NAFBlock(nn.Module):
     ``y = x + beta * conv3(SCA(SG(dwconv3x3(conv1(LN(x))))))`` then ``y + gamma * conv5(SG(conv4(LN(y))))``, where SG
     is :class:`SimpleGate` and SCA the simplified channel attention (global average pool, 1x1 conv, multiply).
     ``beta`` and ``gamma`` are per-channel and zero-initialised, so the block starts as the identity.
+
+    ``forward`` is the plain NCHW reference; :meth:`forward_nhwc` computes the same function on a channels-last
+    ``[B, H, W, C]`` tensor with the same parameters (1x1 convolutions as matrix products, fused LayerNorm, the
+    ``beta``/``gamma`` residuals as one ``addcmul`` each).
 
     Args:
         channels: number of channels C.
@@ -63,3 +70,22 @@ class NAFBlock(nn.Module):
         x = x + y * self.beta
         y = self.conv5(self.gate(self.conv4(self.norm2(x))))
         return x + y * self.gamma
+
+    def forward_nhwc(self, x: torch.Tensor) -> torch.Tensor:
+        """The block on channels-last ``x [B, H, W, C]`` (same function and parameters as ``forward``)."""
+        y = conv1x1_nhwc(self.norm1.forward_nhwc(x), self.conv1.weight, self.conv1.bias)
+        y = nchw_to_nhwc(self.conv2(nhwc_to_nchw(y)))
+        half = self.conv3.in_channels
+        y = y[..., :half] * y[..., half:]
+        attn = conv1x1_nhwc(y.mean((1, 2), keepdim=True), self.sca_conv.weight, self.sca_conv.bias)
+        y = conv1x1_nhwc(y * attn, self.conv3.weight, self.conv3.bias)
+        x = torch.addcmul(x, y, self.beta.view(-1))
+        y = conv1x1_nhwc(self.norm2.forward_nhwc(x), self.conv4.weight, self.conv4.bias)
+        half = self.conv5.in_channels
+        y = conv1x1_nhwc(y[..., :half] * y[..., half:], self.conv5.weight, self.conv5.bias)
+        return torch.addcmul(x, y, self.gamma.view(-1))
+
+    @torch.jit.unused
+    def forward_nhwc_checkpointed(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward_nhwc` under activation checkpointing (recomputed in backward; not scriptable)."""
+        return checkpoint(self.forward_nhwc, x, use_reentrant=False)

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from .layernorm import LayerNorm2d
+from .nhwc import conv1x1_nhwc, nchw_to_nhwc, nhwc_to_nchw
 from .region_attention import DEFAULT_SCORE_BUDGET, RegionSelfAttention
 from .window_attention import WindowSelfAttention
 
@@ -32,6 +34,11 @@ class ConvMlp(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.act(self.fc1(x)))
+
+    def forward_nhwc(self, x: torch.Tensor) -> torch.Tensor:
+        """The same on channels-last ``[..., C]`` (two matrix products)."""
+        y = self.act(conv1x1_nhwc(x, self.fc1.weight, self.fc1.bias))
+        return conv1x1_nhwc(y, self.fc2.weight, self.fc2.bias)
 
 
 class RATLayer(nn.Module):
@@ -83,6 +90,20 @@ class RATLayer(nn.Module):
         x = x + self.scale_window * self.window_attn(self.norm_window(x))
         return x + self.mlp_window(self.norm_window_mlp(x))
 
+    def forward_nhwc(self, x: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
+        """The layer on channels-last ``x [B, H, W, C]`` (same function and parameters as ``forward``)."""
+        y = self.region_attn.forward_nhwc(self.norm_region.forward_nhwc(x), regions)
+        x = torch.addcmul(x, y, self.scale_region.view(-1))
+        x = x + self.mlp_region.forward_nhwc(self.norm_region_mlp.forward_nhwc(x))
+        y = self.window_attn.forward_nhwc(self.norm_window.forward_nhwc(x))
+        x = torch.addcmul(x, y, self.scale_window.view(-1))
+        return x + self.mlp_window.forward_nhwc(self.norm_window_mlp.forward_nhwc(x))
+
+    @torch.jit.unused
+    def forward_nhwc_checkpointed(self, x: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward_nhwc` under activation checkpointing (recomputed in backward; not scriptable)."""
+        return checkpoint(self.forward_nhwc, x, regions, use_reentrant=False)
+
 
 class RATBlock(nn.Module):
     """``num_layers`` :class:`RATLayer` s, a closing 3x3 conv and a block residual: ``x + conv(layers(x))``.
@@ -90,13 +111,16 @@ class RATBlock(nn.Module):
     Args:
         channels: number of channels C.
         num_layers: RAT layers in the block. Defaults to 3.
+        gradient_checkpointing: in training with autograd, :meth:`forward_nhwc` recomputes each layer's
+            activations in backward instead of storing them. Defaults to False.
         kwargs: passed to :class:`RATLayer`.
     """
 
-    def __init__(self, channels: int, num_layers: int = 3, **kwargs) -> None:
+    def __init__(self, channels: int, num_layers: int = 3, gradient_checkpointing: bool = False, **kwargs) -> None:
         super().__init__()
         if num_layers < 1:
             raise ValueError(f"num_layers must be a positive integer, got {num_layers}.")
+        self.gradient_checkpointing = bool(gradient_checkpointing)
         self.layers = nn.ModuleList([RATLayer(channels, **kwargs) for _ in range(num_layers)])
         self.conv = nn.Conv2d(channels, channels, 3, padding=1)
 
@@ -105,3 +129,14 @@ class RATBlock(nn.Module):
         for layer in self.layers:
             y = layer(y, regions)
         return x + self.conv(y)
+
+    def forward_nhwc(self, x: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
+        """The block on channels-last ``x [B, H, W, C]`` (same function and parameters as ``forward``)."""
+        use_checkpoint = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
+        y = x
+        for layer in self.layers:
+            if use_checkpoint and not torch.jit.is_scripting():
+                y = layer.forward_nhwc_checkpointed(y, regions)
+            else:
+                y = layer.forward_nhwc(y, regions)
+        return x + nchw_to_nhwc(self.conv(nhwc_to_nchw(y)))

@@ -69,11 +69,16 @@ class WindowSelfAttention(nn.Module):
         self.proj = nn.Linear(channels, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, c, h, w = x.shape
-        windows, hp, wp = window_partition(x.permute(0, 2, 3, 1), self.window_size)
+        """Reference on ``[B, C, H, W]``."""
+        return self.forward_nhwc(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+    def forward_nhwc(self, x: torch.Tensor) -> torch.Tensor:
+        """W-MSA on channels-last ``x [B, H, W, C]`` -> ``[B, H, W, C]`` (the module works on tokens anyway)."""
+        b, h, w, c = x.shape
+        windows, hp, wp = window_partition(x, self.window_size)
         bw, t, _ = windows.shape
         qkv = self.qkv(windows).reshape(bw, t, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
         o = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
         o = self.proj(o.transpose(1, 2).reshape(bw, t, c))
-        return window_unpartition(o, self.window_size, hp, wp, h, w).permute(0, 3, 1, 2)
+        return window_unpartition(o, self.window_size, hp, wp, h, w)
