@@ -27,6 +27,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "datalist": ("rat_monai.data.datalist", "build a Decathlon-style datalist.json from a folder of paired scans"),
     "regions": ("rat_monai.regions.cli", "write PNG overlays of region maps for a scan"),
     "infer": ("rat_monai.inference.cli", "restore a whole DICOM series or NIfTI scan with a bundle"),
+    "evaluate": ("rat_monai.evaluation.cli", "score restorations on held-out patients: metrics table with intervals"),
 }
 
 
