@@ -207,7 +207,7 @@ def write_derived_series(
     image_comments: str = "",
     dose_factor: float = 1.0,
 ) -> list[Path]:
-    """Write ``volume`` ``[X, Y, Z]`` as a NEW series of the study of ``templates`` (one source file per slice, z order).
+    """Write ``volume`` ``[X, Y, Z]`` as a NEW series of the study of ``templates`` (a source file per slice, z order).
 
     Every slice keeps its template's header (patient, study, frame of reference, position, orientation, spacing,
     PET SUV tags) with new pixel data, a new SeriesInstanceUID / SOPInstanceUIDs, SeriesNumber, SeriesDescription,

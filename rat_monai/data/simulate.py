@@ -159,8 +159,9 @@ def simulate_pet_pair(
     trues *= scale
     support = trues > 0
     bg = np.float32(scatter_fraction * (trues[support].mean() if support.any() else 0.0))
+    sig_pf = postfilter_fwhm_mm / 2.3548 / np.asarray(spacing[:2])
     low, full = pet_counts_and_osem(trues, att, bg, scale, dose_reduction, rng, nx, ny, iterations=iterations,
-                                    subsets=subsets, postfilter_sigma=postfilter_fwhm_mm / 2.3548 / np.asarray(spacing[:2]))
+                                    subsets=subsets, postfilter_sigma=sig_pf)
     out = {"low": low, "full": full}
     return {
         "low": out["low"],

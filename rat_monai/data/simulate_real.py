@@ -78,10 +78,9 @@ MIN_BODY_FRACTION = 0.005
 
 def _tag_float(ds: Any, key: str) -> float | None:
     try:
-        v = float(ds.get(key, None))
+        return float(ds.get(key, None)) if float(ds.get(key, None)) > 0 else None
     except (TypeError, ValueError):
         return None
-    return v if v > 0 else None
 
 
 def ct_exposure_i0(ds: Any | None, pixel_mm: float, slice_mm: float, n_angles: int) -> tuple[float, str]:
@@ -116,17 +115,10 @@ def ct_noise_hu(
     See the module docstring for the model. All slices go through each block of views together (one uncached
     matrix per block, :func:`rat_monai.data.projectors.fbp_blockwise`).
 
-    Args:
-        hu: the full-dose scan ``[X, Y, Z]`` in HU (out-of-field padding below -1100 HU is treated as air).
-        pixel_mm: in-plane pixel size (square pixels).
-        dose_reduction: ``d`` > 1.
-        rng: random generator.
-        i0: full-dose photons per ray at the bowtie centre.
-        electronic_noise: Gaussian detector noise per ray, in photons. Defaults to 10.
-        filter_name: FBP filter. Defaults to "shepp-logan".
-        n_angles: views over 180 degrees. Defaults to ``max(X, Y)``.
-        block: views per block. Defaults to 32.
-        progress: a tqdm bar advanced by views. Defaults to None.
+    Args: ``hu`` the full-dose scan ``[X, Y, Z]`` (padding below -1100 HU is air); ``pixel_mm`` square pixel size;
+    ``dose_reduction`` d > 1; ``rng``; ``i0`` full-dose photons per ray at the bowtie centre; ``electronic_noise``
+    photons per ray; ``filter_name`` of the FBP; ``n_angles`` views over 180 degrees (default ``max(X, Y)``);
+    ``block`` views per block; ``progress`` a tqdm bar advanced by views.
     """
     nx, ny, _ = hu.shape
     n_angles = int(n_angles or max(nx, ny))
@@ -178,8 +170,7 @@ def _load(path: Path, modality: str) -> Any:
 def _header(vol: Any) -> Any:
     import pydicom
 
-    files = vol.meta.get("dicom_files") or []
-    return pydicom.dcmread(files[0], stop_before_pixels=True) if files else None
+    return pydicom.dcmread(vol.meta["dicom_files"][0], stop_before_pixels=True) if vol.meta.get("dicom_files") else None
 
 
 def simulate_pet_from_scan(
@@ -211,9 +202,7 @@ def simulate_pet_from_scan(
 
 def _resample_ct_to(ct: Any, ref: Any) -> np.ndarray:
     """HU of CT ``ct`` sampled (linear, -1000 outside) on the grid of volume ``ref`` through both affines."""
-    a_ct = np.asarray(ct.affine, np.float64)
-    a_ref = np.asarray(ref.affine, np.float64)
-    m = np.linalg.inv(a_ct) @ a_ref
+    m = np.linalg.inv(np.asarray(ct.affine, np.float64)) @ np.asarray(ref.affine, np.float64)
     return ndimage.affine_transform(np.asarray(ct[0], np.float32), m[:3, :3], m[:3, 3], output_shape=ref.shape[1:],
                                     order=1, cval=-1000.0)
 
@@ -225,9 +214,7 @@ def _hu_to_mu511(hu: np.ndarray) -> np.ndarray:
 
 def _subject_name(pid: str, taken: set[str]) -> str:
     base = re.sub(r"[^A-Za-z0-9._-]+", "_", pid).strip("_") or "scan"
-    name, k = base, 2
-    while name in taken:
-        name, k = f"{base}-{k}", k + 1
+    name = next(n for n in [base] + [f"{base}-{k}" for k in range(2, len(taken) + 3)] if n not in taken)
     taken.add(name)
     return name
 

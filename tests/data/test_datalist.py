@@ -31,7 +31,8 @@ def _make(root: Path, nifti=(), dicom=()) -> None:
 CASES = [
     (("a", "b", "c"), (), {"image", "label", "subject", "patient"}),
     ((), ("a", "b", "c"), {"image", "label", "image_dicom", "label_dicom", "subject", "patient"}),
-    (("a", "b", "c", "d"), ("a", "b", "c", "d"), {"image", "label", "image_dicom", "label_dicom", "subject", "patient"}),
+    (("a", "b", "c", "d"), ("a", "b", "c", "d"),
+     {"image", "label", "image_dicom", "label_dicom", "subject", "patient"}),
 ]
 
 
@@ -133,7 +134,8 @@ def test_merge_folders_split_by_patient(tmp_path):
     _make(b, nifti=[f"s{i}" for i in range(6)])  # same subject names in both folders
     for root in (a, b):
         for i in range(6):  # patient P0..P2 has two scans in each folder
-            _touch(root / "nifti" / f"s{i}_low.json", json.dumps({"modality": "CT", "units": "hu", "patient": f"P{i // 2}"}))
+            side = {"modality": "CT", "units": "hu", "patient": f"P{i // 2}"}
+            _touch(root / "nifti" / f"s{i}_low.json", json.dumps(side))
     out = tmp_path / "merged.json"
     assert main(["datalist", str(a), str(b), "--out", str(out), "--split", "0.34", "0.33", "0.33"]) == 0
     dl = json.loads(out.read_text())
