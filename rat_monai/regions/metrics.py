@@ -47,8 +47,13 @@ def adjusted_rand_index(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def latent_labels(labels: np.ndarray, factor: int = 4) -> np.ndarray:
-    """Region map at the RAT latent: the top-left pixel of each ``factor x factor`` cell (nearest downsampling)."""
-    return np.asarray(labels)[..., ::factor, ::factor]
+    """Region map at the RAT latent: the top-left pixel of each whole ``factor x factor`` cell.
+
+    The same as ``F.interpolate(labels, scale_factor=1 / factor, mode="nearest")`` (tested), which the network uses.
+    """
+    labels = np.asarray(labels)
+    h, w = labels.shape[-2] // factor, labels.shape[-1] // factor
+    return labels[..., : h * factor : factor, : w * factor : factor]
 
 
 def region_attention_cost(labels: np.ndarray, factor: int = 4) -> float:

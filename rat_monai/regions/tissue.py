@@ -161,8 +161,8 @@ class CtTissuePartitioner(_AnatomicalBase):
 class PetUptakePartitioner(_AnatomicalBase):
     """PET region map on SUV: body outline, hot structures as their own regions, compact superpixels, air tiles.
 
-    The body is ``SUV > body_suv`` (after smoothing; holes filled), not a percentile of the slice, so a slice that is
-    mostly air keeps its air out of the body. Hot structures are body pixels above
+    The body is ``SUV > body_suv`` (after smoothing; holes smaller than ``min_size`` filled), not a percentile of the
+    slice, so a slice that is mostly air keeps its air out of the body. Hot structures are body pixels above
     ``max(hot_min_suv, hot_factor * median body SUV)`` (bladder, brain, heart, kidneys, lesions): hot pixels never
     share a region with the rest of the body. A hot structure is one region, or several compact ones when it spans
     several seed cells (a brain); a small lesion is a region of its own (``attach=0``: never merged with another hot
@@ -223,7 +223,13 @@ class PetUptakePartitioner(_AnatomicalBase):
         from scipy import ndimage as ndi
 
         s = self._smooth(img)
-        body = body_outline(s > self.body_suv, min_size=self.min_size)
+        uptake = s > self.body_suv
+        body = body_outline(uptake, min_size=self.min_size)
+        # holes without uptake (the air between an arm and the trunk, bowel gas) stay air unless they are specks;
+        # FDG lungs are above body_suv, so they are body
+        holes, n = ndi.label(body & ~uptake)
+        if n:
+            body &= ~((np.bincount(holes.ravel(), minlength=n + 1) >= self.min_size)[holes] & (holes > 0))
         cls = np.full(s.shape, -1, np.int64)
         cls[body] = 0
         hot = body & (s > self.hot_level(s, body))

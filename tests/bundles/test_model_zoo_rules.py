@@ -70,6 +70,8 @@ IMPORT_TO_PYPI = {
     "tqdm": "tqdm",
     "yaml": "pyyaml",
 }
+# optional extras of rat-monai that no bundle config reaches (imported only inside their own commands)
+OPTIONAL_EXTRAS = {"bm3d": "rat-monai[eval]: the BM3D row of rat-monai evaluate"}
 # packages needed at run time without an import statement naming them
 RUNTIME_EXTRAS = {
     "torch.utils.tensorboard": ["tensorboard"],  # TensorBoardStatsHandler / SummaryWriter
@@ -182,7 +184,7 @@ def _required_pypi(mods: set[str]) -> dict[str, str]:
     need: dict[str, str] = {}
     for mod in sorted(mods):
         root = mod.split(".")[0]
-        if root in sys.stdlib_module_names or root == "__future__":
+        if root in sys.stdlib_module_names or root == "__future__" or root in OPTIONAL_EXTRAS:
             continue
         assert root in IMPORT_TO_PYPI, f"import {mod!r}: unknown third-party package; map {root!r} in IMPORT_TO_PYPI"
         need.setdefault(IMPORT_TO_PYPI[root], mod)

@@ -57,6 +57,39 @@ class TestSamRegionGenerator(unittest.TestCase):
         # one slice at a time gives the same as the batch
         np.testing.assert_array_equal(gen(x[1]), out[1:])
 
+    def test_single_mask_output(self):
+        x = ct_like_slices(2, 32, 40)
+        kw = dict(points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0, points_per_batch=7, modality="ct")
+        single = SamRegionGenerator(self.model, multimask_output=False, **kw)
+        multi = SamRegionGenerator(self.model, **kw)
+        out = single(x)
+        _valid(self, out, x.shape)
+        # the stock generator asked for one mask per prompt gives the same partition
+        np.testing.assert_array_equal(out, single.reference(x))
+        feats, size = single.encode([single.to_rgb(x[0])])
+        points = single.point_grid(x[0])
+        n_single = len(single.masks_for_slice(feats, points, size, x.shape[1:])[0])
+        n_multi = len(multi.masks_for_slice(feats, points, size, x.shape[1:])[0])
+        self.assertLessEqual(n_single, len(points))
+        self.assertGreater(n_multi, n_single)
+        self.assertNotEqual(single.cache_key()["digest"], multi.cache_key()["digest"])
+
+    def test_custom_sam_with_zero_dim_buffer(self):
+        # a user-built Sam with a BatchNorm (0-d int64 num_batches_tracked buffer) and its own input size (128)
+        model = tiny_sam(seed=3, img_size=128)
+        model.image_encoder.neck.append(torch.nn.BatchNorm2d(32).eval())
+        self.assertEqual(model.state_dict()["image_encoder.neck.4.num_batches_tracked"].dim(), 0)
+        kw = dict(points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0, modality="ct")
+        gen = SamRegionGenerator(model=model, **kw)
+        self.assertEqual(gen.transform.target_length, 128)
+        x = ct_like_slices(1, 32, 40)
+        np.testing.assert_array_equal(gen(x), gen.reference(x))
+        digest = gen.cache_key()["digest"]
+        model.image_encoder.neck[4].num_batches_tracked += 1  # the 0-d buffer is part of the weights hash
+        self.assertNotEqual(SamRegionGenerator(model=model, **kw).cache_key()["digest"], digest)
+        with self.assertRaises(ValueError):
+            SamRegionGenerator(model=torch.nn.Linear(2, 2))
+
     def test_skip_background_and_bf16(self):
         x = ct_like_slices(2, 32, 40)
         base = SamRegionGenerator(self.model, points_per_side=6, pred_iou_thresh=0.0, stability_score_thresh=0.0,
