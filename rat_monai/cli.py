@@ -58,7 +58,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     module = importlib.import_module(SUBCOMMANDS[args.command][0])
     try:
         return int(module.run(args) or 0)
-    except (UserError, FileNotFoundError, FileExistsError, ValueError) as e:
+    except (UserError, OSError, ValueError, SystemExit) as e:  # OSError: not found, exists, permission denied, ...
+        if isinstance(e, SystemExit):  # e.g. BundleUserError: its message, exit 1
+            if isinstance(e.code, int) or e.code is None:
+                raise
+            e = UserError(str(e.code).removeprefix("error: "))
         if args.verbose:
             raise
         print(f"rat-monai {args.command}: error: {e}", file=sys.stderr)

@@ -12,15 +12,29 @@ corrected to the injection time and the dose is used as is.
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import re
 import warnings
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from pydicom.dataset import Dataset
 
-__all__ = ["UNIT_CHOICES", "parse_dicom_datetime", "suv_body_weight_factor", "resolve_units"]
+__all__ = [
+    "ASSUMED_UNITS",
+    "UNIT_CHOICES",
+    "check_units_plausible",
+    "parse_dicom_datetime",
+    "read_declared_units",
+    "resolve_units",
+    "suv_body_weight_factor",
+    "units_descrip",
+    "units_sidecar_path",
+    "write_units_sidecar",
+]
 
 #: values accepted by ``load_volume(units=...)``.
 UNIT_CHOICES = ("auto", "suv", "bqml", "hu", "stored")
@@ -165,3 +179,111 @@ def resolve_units(requested: str, modality: str | None) -> str:
     if req == "hu" and modality not in ("CT", None):
         raise ValueError(f"units='hu' applies to CT only, but the modality is {modality}; use 'auto'.")
     return req
+
+
+# ---------------------------------------------------------------- units of NIfTI files (sidecar + header descrip)
+#: the units a modality's values are taken to be in when nothing says otherwise (NormalizeUnits, the bundles)
+ASSUMED_UNITS = {"PT": "suv", "CT": "hu"}
+_DESCRIP_RE = re.compile(r"^\s*(PT|CT|MR|NM|PET)\s+(SUV|BQML|HU)\b", re.IGNORECASE)
+#: the override a user passes when a plausibility check is wrong for their file
+UNITS_OVERRIDE = "check_units=False (rat-monai infer/regions: --allow units)"
+
+
+def units_sidecar_path(nifti_path: str | os.PathLike) -> Path:
+    """``scan.nii.gz`` -> ``scan.json``: the JSON sidecar beside a NIfTI file (the simulator's convention)."""
+    p = Path(nifti_path)
+    name = p.name
+    for suffix in (".nii.gz", ".nii"):
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return p.with_name(name + ".json")
+
+
+def units_descrip(modality: str, units: str, text: str = "") -> str:
+    """NIfTI header ``descrip`` (<= 79 characters) that states the units: ``"PT BQML rat-monai restored"``."""
+    return f"{modality} {units.upper()} {text}".strip()[:79]
+
+
+def write_units_sidecar(nifti_path: str | os.PathLike, modality: str, units: str, **extra: Any) -> Path:
+    """Write the JSON sidecar of a NIfTI file: ``{"modality": "PT", "units": "bqml", ...extra}``."""
+    path = units_sidecar_path(nifti_path)
+    content = {"modality": modality, "units": units, **{k: v for k, v in extra.items() if v is not None}}
+    path.write_text(json.dumps(content, indent=2, default=str) + "\n")
+    return path
+
+
+def read_declared_units(nifti_path: str | os.PathLike, descrip: Any = None) -> dict[str, Any] | None:
+    """What a NIfTI file says about itself: ``{"modality", "units", "suv_factor", "source"}`` or None.
+
+    The JSON sidecar (:func:`units_sidecar_path`) wins over the header ``descrip`` (``"PT SUV ..."``); a sidecar
+    that is not valid JSON or holds no ``"units"`` counts as absent.
+    """
+    side = units_sidecar_path(nifti_path)
+    if side.is_file():
+        try:
+            content = json.loads(side.read_text())
+        except (OSError, ValueError):
+            content = None
+        if isinstance(content, dict) and str(content.get("units") or "").lower() in ("suv", "bqml", "hu"):
+            modality = str(content.get("modality") or "").upper() or None
+            factor = content.get("suv_factor")
+            return {
+                "modality": "PT" if modality == "PET" else modality,
+                "units": str(content["units"]).lower(),
+                "suv_factor": float(factor) if isinstance(factor, (int, float)) and factor > 0 else None,
+                "source": str(side),
+            }
+    text = descrip.decode("latin-1", "replace") if isinstance(descrip, bytes) else str(descrip or "")
+    m = _DESCRIP_RE.match(text)
+    if m:
+        modality = m.group(1).upper()
+        return {
+            "modality": "PT" if modality == "PET" else modality,
+            "units": m.group(2).lower(),
+            "suv_factor": None,
+            "source": "NIfTI header descrip",
+        }
+    return None
+
+
+def check_units_plausible(values: Any, modality: str | None, units: str | None, source: str) -> None:
+    """Refuse values that contradict their units (a NIfTI's declared or assumed units).
+
+    Checks (each error names its check and the override):
+
+    - ``hu-has-air``: CT in HU has air at about -1000 HU; no value below -500 means the values are not HU;
+    - ``hu-not-8bit``: all values within 0..255 is an 8-bit display image, not HU;
+    - ``suv-body-median``: PET in SUV has a body median of about 0.1-5; a median above 100 (over voxels above 1 % of
+      the 99.9th percentile) means activity concentration (Bq/ml), not SUV.
+
+    Raises:
+        ValueError: naming the check, the figures, the file and ``check_units=False``.
+    """
+    import numpy as np
+
+    arr = np.asarray(values, dtype=np.float32)
+    if arr.size == 0 or units not in ("hu", "suv"):
+        return
+    lo, hi = float(arr.min()), float(arr.max())
+    what = f"{source} is taken as {modality or '?'} in {units.upper()}"
+    if units == "hu" and lo >= 0.0 and hi <= 255.0:
+        raise ValueError(
+            f"{what}, but all its values lie within 0..255 ({lo:g}..{hi:g}): an 8-bit display image, not Hounsfield "
+            f"units (check 'hu-not-8bit'). Export the CT in HU, or pass {UNITS_OVERRIDE} if it really is HU."
+        )
+    if units == "hu" and lo > -500.0:
+        raise ValueError(
+            f"{what}, but no value is below -500 (minimum {lo:g}); a CT in HU has air at about -1000 HU (check "
+            f"'hu-has-air'). Give the CT in HU, or pass {UNITS_OVERRIDE} if it really is HU without air."
+        )
+    if units == "suv":
+        top = float(np.percentile(arr, 99.9))
+        body = arr[arr > 0.01 * top] if top > 0 else arr[:0]
+        median = float(np.median(body)) if body.size else 0.0
+        if median > 100.0:
+            raise ValueError(
+                f"{what}, but its body median is {median:.4g} (SUV is about 0.1-5): the values look like Bq/ml (check "
+                f"'suv-body-median'). Convert to SUV, give a sidecar {units_sidecar_path(source).name} with "
+                f'"units": "bqml" and "suv_factor", or pass {UNITS_OVERRIDE} if it really is SUV.'
+            )

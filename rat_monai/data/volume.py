@@ -16,7 +16,14 @@ from monai.utils import SpaceKeys
 from torch.utils.data._utils.collate import default_collate_fn_map
 
 from .dicom import normalize_modality, read_dicom_series
-from .units import UNIT_CHOICES, resolve_units, suv_body_weight_factor
+from .units import (
+    ASSUMED_UNITS,
+    UNIT_CHOICES,
+    check_units_plausible,
+    read_declared_units,
+    resolve_units,
+    suv_body_weight_factor,
+)
 
 __all__ = ["load_volume", "register_none_collate", "NIFTI_SUFFIXES"]
 
@@ -69,10 +76,36 @@ def _positions_from_affine(affine: np.ndarray, nz: int) -> list[float]:
     return [float((affine[:3, 3] + k * col) @ normal) for k in range(nz)]
 
 
-def _load_nifti(path: Path, units: str, modality: str | None) -> MetaTensor:
+def _nifti_units(
+    arr: torch.Tensor, path: Path, req: str, modality: str | None, declared: dict | None
+) -> tuple[torch.Tensor, str | None, str | None, float | None]:
+    """Values, units, modality and SUV factor of a NIfTI from the request and the file's own declaration."""
+    stored = declared["units"] if declared else None
+    factor = declared.get("suv_factor") if declared else None
+    if declared and declared.get("modality"):
+        modality = declared["modality"]  # what the file says it is wins; callers compare meta["modality"]
+    if req in ("auto", "stored") or stored is None or stored == req:
+        out = stored if req in ("auto", "stored") else req
+        if req == "auto" and stored == "bqml" and factor:  # PET "auto" means SUV, as for DICOM
+            return arr * float(factor), "suv", modality, factor
+        return arr, out, modality, factor
+    if stored == "bqml" and req == "suv" and factor:
+        return arr * float(factor), "suv", modality, factor
+    if stored == "suv" and req == "bqml" and factor:
+        return arr / float(factor), "bqml", modality, factor
+    raise ValueError(
+        f"NIfTI file {path} declares its values in {stored.upper()} ({declared['source']}), but units={req!r} was "
+        f"requested and no conversion is possible{'' if factor else ' (no suv_factor in a sidecar)'}; load it with "
+        f"units='auto' or 'stored', or fix the declaration."
+    )
+
+
+def _load_nifti(path: Path, units: str, modality: str | None, check_units: bool = True) -> MetaTensor:
     reader = NibabelReader(as_closest_canonical=False)
     try:
-        data, img_meta = reader.get_data(reader.read(str(path)))
+        img = reader.read(str(path))
+        data, img_meta = reader.get_data(img)
+        descrip = img.header.get("descrip") if hasattr(img, "header") else None
     except Exception as e:  # noqa: BLE001 - nibabel raises many types for broken files
         raise ValueError(
             f"NIfTI file {path} could not be read ({type(e).__name__}: {e}); the file is truncated or not NIfTI. "
@@ -92,10 +125,15 @@ def _load_nifti(path: Path, units: str, modality: str | None) -> MetaTensor:
     req = resolve_units(units, modality)
     if modality is None and req in _UNIT_MODALITY:
         modality = _UNIT_MODALITY[req]
+    # NIfTI has no unit tags: the JSON sidecar or the header descrip (what rat-monai writes) declares them; else
+    # "auto"/"stored" leave units unknown and an explicit unit is the caller's declaration of the stored values
+    declared = read_declared_units(path, None if descrip is None else np.asarray(descrip).item())
+    arr, meta["units"], modality, meta["suv_factor"] = _nifti_units(arr, path, req, modality, declared)
     meta["modality"] = modality
-    # NIfTI carries no unit tags: "auto"/"stored" keep the values and leave units unknown; an explicit unit is the
-    # caller's declaration of what the stored values are (no conversion is possible without DICOM tags).
-    meta["units"] = None if req in ("auto", "stored") else req
+    meta["units_declared_by"] = declared["source"] if declared else None
+    if check_units:
+        assumed = meta["units"] or (ASSUMED_UNITS.get(str(modality)) if req == "auto" else None)
+        check_units_plausible(arr.numpy(), modality, assumed, str(path))
     meta["slice_positions"] = _positions_from_affine(affine, arr.shape[-1])
     meta["spacing"] = tuple(float(v) for v in np.linalg.norm(affine[:3, :3], axis=0))
     meta["original_affine"] = np.asarray(img_meta.get("original_affine", affine), dtype=np.float64)
@@ -113,6 +151,7 @@ def load_volume(
     allow_gaps: bool = False,
     allow_tilt: bool = False,
     progress: bool = False,
+    check_units: bool = True,
 ) -> MetaTensor:
     """Load a DICOM series folder or a NIfTI file as a float32 ``MetaTensor`` [1, X, Y, Z] in real units.
 
@@ -132,8 +171,13 @@ def load_volume(
         - ``"bqml"``: PET activity concentration in Bq/ml (needs Units=BQML; no SUV tags needed).
         - ``"hu"``: CT Hounsfield units.
         - ``"stored"``: the modality-LUT output as stored, whatever it is.
-        For NIfTI no conversion is possible: ``"suv"``/``"bqml"``/``"hu"`` declare what the stored values are (and
-        imply the modality), ``"auto"``/``"stored"`` leave ``meta["units"]`` None.
+        For NIfTI the file's own declaration is read: a JSON sidecar ``<name>.json`` with ``"modality"``,
+        ``"units"`` (and ``"suv_factor"``), as rat-monai writes, or else the header ``descrip`` (``"PT BQML ..."``).
+        A declared Bq/ml PET with an ``suv_factor`` is converted to SUV for ``"auto"``/``"suv"``; a request the
+        declaration contradicts raises. Without a declaration ``"suv"``/``"bqml"``/``"hu"`` declare what the stored
+        values are (and imply the modality), ``"auto"``/``"stored"`` leave ``meta["units"]`` None.
+        NIfTI values are then checked against their declared units, or the assumed ones (SUV for PET, HU for CT)
+        with ``"auto"``: see :func:`rat_monai.data.units.check_units_plausible`; ``check_units=False`` skips it.
 
     Args:
         path: DICOM series folder or ``.nii``/``.nii.gz`` file.
@@ -145,6 +189,8 @@ def load_volume(
         allow_tilt: load a gantry-tilted (sheared) DICOM series without resampling: the affine's z column is the mean
             ImagePositionPatient step, not orthogonal to the slices (warning instead of error). Defaults to False.
         progress: tqdm bar while reading DICOM pixel data. Defaults to False.
+        check_units: refuse a NIfTI whose values contradict its declared or assumed units (e.g. "HU" without air,
+            "SUV" with a body median in the thousands). Defaults to True.
 
     Returns:
         ``MetaTensor`` float32 [1, X, Y, Z] with RAS ``affine`` and meta keys ``modality`` ("PT", "CT", other DICOM
@@ -174,7 +220,7 @@ def load_volume(
     want_mod = normalize_modality(modality)
     if path.is_file():
         if _is_nifti(path):
-            return _load_nifti(path, units, want_mod)
+            return _load_nifti(path, units, want_mod, check_units)
         raise ValueError(
             f"{path} is a file but not NIfTI (.nii/.nii.gz); for DICOM pass the folder that holds the series, "
             "not a single slice."

@@ -20,6 +20,7 @@ import datetime
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -259,20 +260,36 @@ def write_dicom_series(
     return written
 
 
-def write_nifti(volume: np.ndarray, affine: np.ndarray, path: str | os.PathLike) -> str:
+def write_nifti(
+    volume: np.ndarray,
+    affine: np.ndarray,
+    path: str | os.PathLike,
+    modality: str | None = None,
+    units: str | None = None,
+    description: str = "rat-monai",
+    **sidecar: Any,
+) -> str:
     """Write ``volume`` as a float32 NIfTI-1 file with the given RAS ``affine`` (nibabel/MONAI convention).
 
     Both the sform and the qform are set to ``affine`` (code 1, scanner), so nibabel, MONAI and ITK read the same
-    geometry back.
+    geometry back. With ``units`` the units are written machine-readably twice: in the header ``descrip``
+    (``"PT BQML rat-monai"``) and in a JSON sidecar ``<name>.json`` beside the file (``{"modality", "units",
+    ...sidecar}``, the simulator's format), which ``rat_monai.data.load_volume`` reads back.
 
     Args:
         volume: float array ``[X, Y, Z]`` or ``[1, X, Y, Z]``.
         affine: 4x4 voxel-to-RAS-world matrix (``MetaTensor.affine`` of the input volume).
         path: output file (``.nii`` or ``.nii.gz``).
+        modality: DICOM modality of the values (``"PT"``, ``"CT"``). Defaults to None.
+        units: ``"suv"``, ``"bqml"`` or ``"hu"``. Defaults to None (no declaration written).
+        description: rest of the header ``descrip``. Defaults to ``"rat-monai"``.
+        sidecar: more sidecar entries, e.g. ``suv_factor`` (SUV per Bq/ml) for PET in Bq/ml.
 
     Returns:
         the written path.
     """
+    from rat_monai.data.units import units_descrip, write_units_sidecar
+
     vol = _as_xyz(volume).astype(np.float32, copy=False)
     aff = np.asarray(affine.detach().cpu() if hasattr(affine, "detach") else affine, dtype=np.float64)
     if aff.shape != (4, 4):
@@ -281,5 +298,9 @@ def write_nifti(volume: np.ndarray, affine: np.ndarray, path: str | os.PathLike)
     img.set_sform(aff, code=1)
     img.set_qform(aff, code=1)
     img.header.set_xyzt_units("mm", "sec")
+    if units:
+        img.header["descrip"] = units_descrip(str(modality or "?"), units, description).encode()
     nib.save(img, os.fspath(path))
+    if units:
+        write_units_sidecar(path, str(modality or ""), units, **sidecar)
     return os.fspath(path)

@@ -38,6 +38,7 @@ from tqdm import tqdm
 import rat_monai
 
 from .dicom_writer import DEFAULT_SERIES_SUFFIX, write_dicom_series, write_nifti
+from .safety import OUTPUT_MARK, check_input, check_output_folder, check_writable, validate_allow
 
 __all__ = ["ScanRestorer", "bundle_version", "FORMATS"]
 
@@ -90,8 +91,8 @@ class ScanRestorer:
     Args:
         network: the network; with ``use_regions=True`` it takes ``[B, 2, H, W]`` (image, then the region labels as
             float in the last channel: ``StackedRegionRAT``), otherwise ``[B, 1, H, W]``.
-        modality: ``"pet"`` or ``"ct"``: what the network was trained on; a DICOM input of another modality is
-            refused.
+        modality: ``"pet"`` or ``"ct"``: what the network was trained on; an input of another modality, a non-F-18
+            or SPECT "PET", or values in other units are refused (``rat_monai.inference.safety``).
         normalization: keyword arguments of ``rat_monai.data.normalize_units`` / ``denormalize_units`` (the same
             dict the training config used). Defaults to None (the functions' defaults).
         region_method: region partitioner, see ``rat_monai.regions.get_partitioner``. Defaults to ``"auto"``.
@@ -110,6 +111,10 @@ class ScanRestorer:
         series_uid: which series to restore when the input folder holds several. Defaults to None.
         overview_slices: how many slices the PNG overview shows. Defaults to 3.
         progress: show tqdm progress bars. Defaults to True.
+        allow: checks to override (``"modality"``, ``"radionuclide"``, ``"acquisition"``, ``"units"``, ``"tilt"``,
+            ``"gaps"``; recorded in the report). Defaults to None (every check on).
+        amp: run the network under ``torch.autocast`` with bfloat16 on ``device`` (CPU or CUDA): about half the
+            time on CPUs with AVX512-BF16/AMX, output within ~45 dB PSNR of float32. Defaults to False (float32).
 
     Example::
 
@@ -135,6 +140,8 @@ class ScanRestorer:
         series_uid: str | None = None,
         overview_slices: int = 3,
         progress: bool = True,
+        amp: bool = False,
+        allow: Any = None,
     ) -> None:
         if not isinstance(network, torch.nn.Module):
             raise ValueError(f"network must be a torch.nn.Module, got {type(network).__name__}.")
@@ -157,6 +164,9 @@ class ScanRestorer:
         self.series_uid = series_uid
         self.overview_slices = int(overview_slices)
         self.progress = bool(progress)
+        self.amp = bool(amp)
+        self.allow = validate_allow(allow)
+        self.safety: dict[str, Any] = {}
         self.checkpoint = None if checkpoint in (None, "") else str(checkpoint)
         self.untrained = self._load_checkpoint(network, self.checkpoint, allow_untrained)
         self.network = network.to(self.device).eval()
@@ -219,25 +229,39 @@ class ScanRestorer:
             batch_size: overrides ``batch_size``. Defaults to None.
             config_file: config path relative to ``bundle_dir``. Defaults to ``"configs/inference.json"``.
             overrides: any other config ids (e.g. ``allow_untrained=True``, ``width=8``, or
-                ``**{"network_def#middle_blocks": 1}``).
+                ``**{"network_def#middle_blocks": 1}``) or ScanRestorer arguments (e.g. ``allow=["units"]``), as config
+                content; wrap a value in ``rat_monai.inference.config_values.Plain`` to set it as is (never evaluated).
+                ``checkpoint``, ``sam_checkpoint``, ``device`` and ``batch_size`` are always set as is.
 
         Raises:
             FileNotFoundError: if the bundle or its config is missing.
+            ValueError: an override that is neither a config id nor a ScanRestorer argument (named), or a modality
+                that differs from the bundle's metadata.json.
         """
-        from monai.bundle import ConfigParser
+        from .config_values import Plain, make_parser, set_plain, set_user_values
+        from .safety import bundle_modality
 
         root = Path(bundle_dir)
         config = root / config_file
         if not config.is_file():
             raise FileNotFoundError(f"bundle config not found: {config} (is {root} a rat-monai bundle folder?)")
-        parser = ConfigParser()
-        parser.read_config(str(config))
-        parser["bundle_root"] = str(root)
+        parser = make_parser(config)
+        set_plain(parser, "bundle_root", str(root))
         given = {"checkpoint": checkpoint, "sam_checkpoint": sam_checkpoint, "device": device, "batch_size": batch_size}
-        for key, value in {**{k: v for k, v in given.items() if v is not None}, **overrides}.items():
-            parser[key] = str(value) if isinstance(value, (Path, torch.device)) else value
+        given = {k: Plain(str(v) if isinstance(v, torch.device) else v) for k, v in given.items() if v is not None}
+        twice = sorted(set(given) & set(overrides))
+        if twice:
+            raise ValueError(f"{', '.join(twice)} given both as an option and as an override; give each once.")
+        set_user_values(parser, {**given, **overrides}, cls)  # plain values: a leading "$" or "@" is not code
         if "model_version" not in overrides and "model_version" in parser:
-            parser["model_version"] = bundle_version(root)
+            set_plain(parser, "model_version", bundle_version(root))
+        trained_on, allowed = bundle_modality(root), overrides.get("allow")
+        configured = _MODALITIES.get(str(parser.get_parsed_content("modality")).lower())
+        if trained_on and configured != trained_on and "modality" not in validate_allow(getattr(allowed, "value", allowed)):
+            raise ValueError(
+                f"{root}: modality {parser['modality']!r} does not match the modality the bundle was trained on "
+                f"({trained_on} in configs/metadata.json) (check 'modality'); pass --allow modality to proceed."
+            )
         if "seed" in parser:
             torch.manual_seed(int(parser.get_parsed_content("seed")))
         try:
@@ -275,10 +299,8 @@ class ScanRestorer:
             raise ValueError(f"output {out} lies inside the input folder {src}; never write into the input folder.")
         if src_r.is_dir() and _is_within(cache_r, src_r):
             raise ValueError(f"region cache {cache_dir} lies inside the input folder {src}; pick another cache_dir.")
-        if out.exists() and not overwrite:
-            raise FileExistsError(f"output {out} already exists; pass --overwrite (overwrite=True) to replace it.")
-        if out.exists() and not out.is_dir():
-            raise ValueError(f"output {out} exists and is not a folder; remove it or choose another output path.")
+        check_output_folder(out, overwrite)
+        check_writable(cache_dir, "region cache folder")
         parent = out_r.parent
         while not parent.exists() and parent != parent.parent:
             parent = parent.parent
@@ -298,14 +320,6 @@ class ScanRestorer:
                     logger.info("removing %s left by an interrupted run (process %d)", p, pid)
                     shutil.rmtree(p, ignore_errors=True)
 
-    def _check_modality(self, meta: Mapping[str, Any], src: Path) -> None:
-        found = meta.get("modality")
-        if found in ("PT", "CT") and found != _MODALITIES[self.modality]:
-            raise ValueError(
-                f"input {src} is a {found} series but this model restores {self.modality.upper()} "
-                f"(use the rat_{'pet' if found == 'PT' else 'ct'} bundle)."
-            )
-
     # ------------------------------------------------------------------ stages
     def load(self, src: str | os.PathLike) -> Any:
         """Stage 1: the input as a real-unit ``MetaTensor [1, X, Y, Z]`` (see ``rat_monai.data.load_volume``)."""
@@ -314,11 +328,17 @@ class ScanRestorer:
         src = Path(src)
         is_file = src.is_file()
         volume = load_volume(
-            src, series_uid=self.series_uid, units=self.units, modality=self.modality if is_file else None
+            src,
+            series_uid=self.series_uid,
+            units=self.units,
+            modality=self.modality if is_file else None,
+            allow_gaps="gaps" in self.allow,
+            allow_tilt="tilt" in self.allow,
+            check_units="units" not in self.allow,
         )
         if volume.ndim != 4 or volume.shape[0] != 1:
             raise ValueError(f"{src}: expected a single-channel volume [1, X, Y, Z], got shape {tuple(volume.shape)}.")
-        self._check_modality(volume.meta, src)
+        self.safety = check_input(volume.meta, src, self.modality, self.allow)
         return volume
 
     def compute_regions(
@@ -382,7 +402,8 @@ class ScanRestorer:
                 if self.use_regions:
                     r = torch.from_numpy(np.ascontiguousarray(regions[start:stop]).astype(np.float32))[:, None]
                     x = torch.cat([x, r], dim=1)
-                y = self.network(x.to(self.device))
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+                    y = self.network(x.to(self.device))
                 if isinstance(y, (tuple, list)):
                     y = y[0]
                 if y.shape[0] != stop - start or y.shape[-2:] != x.shape[-2:]:
@@ -506,8 +527,17 @@ class ScanRestorer:
                 files["dicom"] = str(out / "dicom")
                 files["dicom_slices"] = len(written)
             if fmt in ("nifti", "both"):
-                write_nifti(to_stored, affine, tmp / "restored.nii.gz")
+                write_nifti(
+                    to_stored,
+                    affine,
+                    tmp / "restored.nii.gz",
+                    modality="CT" if self.modality == "ct" else "PT",
+                    units=units_out or ("hu" if self.modality == "ct" else "suv"),  # None: the assumed units
+                    description="rat-monai restored",
+                    suv_factor=suv_factor if units_out == "bqml" else None,
+                )
                 files["nifti"] = str(out / "restored.nii.gz")
+                files["nifti_units"] = str(out / "restored.json")
             if self.overview_slices > 0:
                 from .overview import save_overview
 
@@ -575,8 +605,7 @@ class ScanRestorer:
 
     def _move_into_place(self, tmp: Path, out: Path, overwrite: bool) -> None:
         if out.exists():
-            if not overwrite:
-                raise FileExistsError(f"output {out} appeared during the run; pass --overwrite to replace it.")
+            check_output_folder(out, overwrite)  # (again: it may have appeared or changed during the run)
             old = out.parent / f".{out.name}{_OLD_TAG}{os.getpid()}-{uuid.uuid4().hex[:8]}"
             os.replace(out, old)
             os.replace(tmp, out)
@@ -614,6 +643,7 @@ class ScanRestorer:
             peak["cuda_mb"] = round(torch.cuda.max_memory_allocated(self.device) / 2**20, 1)
         spacing = meta.get("spacing")
         return {
+            OUTPUT_MARK: "infer",  # lets a later --overwrite replace this folder
             "rat_monai_version": rat_monai.__version__,
             "model_version": self.model_version,
             "untrained": self.untrained,
@@ -642,7 +672,9 @@ class ScanRestorer:
                 "checkpoint": self.checkpoint,
                 "units": self.units,
                 "series_uid": self.series_uid,
+                "allow": sorted(self.allow),
             },
+            "safety": dict(self.safety),
             "regions": dict(region_stats),
             "timings": {"stages": stages, "total_seconds": round(time.perf_counter() - t_start, 4)},
             "peak_memory": peak,

@@ -60,6 +60,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="SAM device, e.g. cpu or cuda (default: cpu)")
     parser.add_argument("--cache-dir", default=None, help="region cache folder (default: no cache)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing PNGs in --out")
+    parser.add_argument(
+        "--allow",
+        action="append",
+        default=[],
+        choices=("units", "tilt", "gaps"),
+        metavar="CHECK",
+        help="load the scan although a check fails; repeatable. CHECK: units (NIfTI values contradict their units), "
+        "tilt (gantry-tilted series), gaps (missing slices)",
+    )
 
 
 def _modality(meta: dict[str, Any], given: str | None) -> str | None:
@@ -81,7 +90,15 @@ def run(args: argparse.Namespace) -> int:
     scan = Path(args.scan)
     if not scan.exists():
         raise FileNotFoundError(f"scan not found: {scan}")
-    vol = load_volume(scan, series_uid=args.series_uid)
+    allow = set(getattr(args, "allow", None) or [])
+    vol = load_volume(
+        scan,
+        series_uid=args.series_uid,
+        modality=args.modality if scan.is_file() else None,
+        allow_gaps="gaps" in allow,
+        allow_tilt="tilt" in allow,
+        check_units="units" not in allow,
+    )
     meta = dict(getattr(vol, "meta", {}) or {})
     data = np.asarray(vol.detach().cpu().numpy() if hasattr(vol, "detach") else vol, dtype=np.float32)
     if data.ndim != 4 or data.shape[0] != 1:

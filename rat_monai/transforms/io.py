@@ -28,6 +28,7 @@ class LoadVolume(Transform):
         modality: "pet"/"ct"/... to pick a series or declare a NIfTI's modality. Defaults to None.
         allow_gaps: tolerate missing DICOM slices with a warning. Defaults to False.
         allow_tilt: keep a gantry-tilted (sheared) series with a sheared affine and a warning. Defaults to False.
+        check_units: refuse NIfTI values that contradict their declared or assumed units. Defaults to True.
     """
 
     def __init__(
@@ -37,12 +38,14 @@ class LoadVolume(Transform):
         modality: str | None = None,
         allow_gaps: bool = False,
         allow_tilt: bool = False,
+        check_units: bool = True,
     ) -> None:
         self.series_uid = series_uid
         self.units = units
         self.modality = modality
         self.allow_gaps = allow_gaps
         self.allow_tilt = allow_tilt
+        self.check_units = check_units
 
     def __call__(self, path: str | os.PathLike) -> MetaTensor:
         if not isinstance(path, (str, os.PathLike)):
@@ -54,6 +57,7 @@ class LoadVolume(Transform):
             modality=self.modality,
             allow_gaps=self.allow_gaps,
             allow_tilt=self.allow_tilt,
+            check_units=self.check_units,
         )
 
 
@@ -68,6 +72,7 @@ class LoadVolumed(MapTransform):
         allow_missing_keys: don't raise when a key is absent. Defaults to False.
         allow_gaps: tolerate missing DICOM slices with a warning. Defaults to False.
         allow_tilt: keep gantry-tilted (sheared) series with a sheared affine and a warning. Defaults to False.
+        check_units: refuse NIfTI values that contradict their declared or assumed units. Defaults to True.
     """
 
     def __init__(
@@ -79,11 +84,14 @@ class LoadVolumed(MapTransform):
         allow_missing_keys: bool = False,
         allow_gaps: bool = False,
         allow_tilt: bool = False,
+        check_units: bool = True,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         n = len(self.keys)
         self.loaders = {
-            key: LoadVolume(series_uid=s, units=u, modality=m, allow_gaps=allow_gaps, allow_tilt=allow_tilt)
+            key: LoadVolume(
+                series_uid=s, units=u, modality=m, allow_gaps=allow_gaps, allow_tilt=allow_tilt, check_units=check_units
+            )
             for key, s, u, m in zip(
                 self.keys, ensure_tuple_rep(series_uid, n), ensure_tuple_rep(units, n), ensure_tuple_rep(modality, n)
             )

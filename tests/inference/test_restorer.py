@@ -129,7 +129,7 @@ def test_ct_restoration_end_to_end(ct_subset, tmp_path):
     out = tmp_path / "restored_ct"
     report = _restorer(net, "ct").run(ct_subset, out)
 
-    assert sorted(p.name for p in out.iterdir()) == ["dicom", "overview.png", "report.json", "restored.nii.gz"]
+    assert sorted(p.name for p in out.iterdir()) == ["dicom", "overview.png", "report.json", "restored.json", "restored.nii.gz"]
     assert json.loads((out / "report.json").read_text()) == json.loads(json.dumps(report, default=str))
     assert report["num_slices"] == 6 and report["units_in"] == report["units_out"] == "hu"
     assert set(report["timings"]["stages"]) == {"load", "regions", "network", "write"}
@@ -220,17 +220,26 @@ def test_stale_partial_folder_is_removed(ct_subset, tmp_path):
     assert not stale.exists()
 
 
-def test_overwrite(ct_subset, tmp_path):
+def test_overwrite(ct_subset, tmp_path, monkeypatch):
+    """--overwrite replaces only an earlier rat-monai output, never a user's folder or the current folder (item 6)."""
     out = tmp_path / "out"
     out.mkdir()
     (out / "old.txt").write_text("previous result")
     restorer = _restorer(ScaledImage(), "ct", batch_size=8, use_regions=False)
     with pytest.raises(FileExistsError, match="--overwrite"):
         restorer.run(ct_subset, out, format="nifti")
-    assert (out / "old.txt").is_file()
+    with pytest.raises(FileExistsError, match="not an earlier rat-monai output"):
+        restorer.run(ct_subset, out, format="nifti", overwrite=True)
+    assert sorted(p.name for p in out.iterdir()) == ["old.txt"]  # untouched
+    shutil.rmtree(out)
+    restorer.run(ct_subset, out, format="nifti")
+    (out / "report.json").write_text((out / "report.json").read_text())  # an earlier rat-monai output
     restorer.run(ct_subset, out, format="nifti", overwrite=True)
-    assert sorted(p.name for p in out.iterdir()) == ["overview.png", "report.json", "restored.nii.gz"]
+    assert sorted(p.name for p in out.iterdir()) == ["overview.png", "report.json", "restored.json", "restored.nii.gz"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
+    monkeypatch.chdir(out)  # --output . --overwrite: refused before any work
+    with pytest.raises(ValueError, match="current folder"):
+        restorer.run(ct_subset, ".", format="nifti", overwrite=True)
 
 
 def test_nifti_input(pet_subset, tmp_path):
