@@ -147,6 +147,12 @@ def suv_bias(pred: np.ndarray, ref: np.ndarray, hot: np.ndarray) -> tuple[float,
     return bmax, bmean
 
 
+def _finite_mean(values: Sequence[float]) -> float:
+    v = np.asarray(values, np.float64)
+    v = v[np.isfinite(v)]
+    return float(v.mean()) if v.size else float("nan")
+
+
 def _body(ref: np.ndarray, modality: str) -> np.ndarray:
     return np.asarray(ref) > DEFAULT_AIR_THRESHOLD[modality]
 
@@ -189,8 +195,8 @@ def volume_metrics(
     p, r = prepare_pair(pred, ref, modality, ct_window)
     out = {
         "psnr": psnr(p, r, data_range),
-        "ssim": float(np.nanmean([s["ssim"] for s in slice_rows])),
-        "region_psnr": float(np.nanmean([s["region_psnr"] for s in slice_rows])),
+        "ssim": _finite_mean([s["ssim"] for s in slice_rows]),
+        "region_psnr": _finite_mean([s["region_psnr"] for s in slice_rows]),
     }
     if modality == "pet":
         body = _body(ref, modality)
