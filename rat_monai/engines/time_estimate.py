@@ -115,7 +115,8 @@ class TrainingTimeEstimate:
         if self.on_cpu and est > self.warn_hours * 3600.0:
             self.warned = True
             self.logger.warning(
-                f"{msg}: this CPU run would take more than {self.warn_hours:g} h. Cheaper option: {self.cheaper_option}."
+                f"{msg}: this CPU run would take more than {self.warn_hours:g} h. "
+                f"Cheaper option: {self.cheaper_option}."
             )
         else:
             self.logger.info(msg)

@@ -85,7 +85,11 @@ def test_ablation_merges_over_train_and_inference(name):
 
 def test_global_msa_network_sees_one_region_loss_keeps_the_map():
     train = _parser("rat_pet", "train", ABLATIONS / "global_msa.json")
-    batch = {"image": torch.rand(2, 1, 8, 8), "label": torch.rand(2, 1, 8, 8), "regions": torch.randint(1, 5, (2, 1, 8, 8))}
+    batch = {
+        "image": torch.rand(2, 1, 8, 8),
+        "label": torch.rand(2, 1, 8, 8),
+        "regions": torch.randint(1, 5, (2, 1, 8, 8)),
+    }
     inputs, target = train.get_parsed_content("train#prepare_batch")(batch)
     assert torch.equal(inputs[:, :1], batch["image"]) and not inputs[:, 1].any()  # one region (label 0)
     assert torch.equal(target[:, 1:], batch["regions"].float())  # the focal loss still gets the region map
@@ -95,9 +99,8 @@ def test_global_msa_network_sees_one_region_loss_keeps_the_map():
     ids = read_overrides([ABLATIONS / "global_msa.json"], BUNDLES / "rat_pet" / "configs" / "inference.json")
     assert "restorer#region_method" in ids and not any(k.startswith(("train", "+")) for k in ids)
     infer = _parser("rat_pet", "inference", ABLATIONS / "global_msa.json")
-    part = get_partitioner(
-        infer.get_parsed_content("restorer#region_method"), modality="pet", **infer.get_parsed_content("restorer#region_kwargs")
-    )
+    method = infer.get_parsed_content("restorer#region_method")
+    part = get_partitioner(method, modality="pet", **infer.get_parsed_content("restorer#region_kwargs"))
     assert np.unique(part(np.random.rand(2, 128, 128))).tolist() == [0]
 
 
