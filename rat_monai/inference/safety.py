@@ -93,7 +93,7 @@ def _check_modality(found: str | None, expected: str, src: Path, allow: frozense
         advice = f"Use the {other} bundle." if other else f"This model restores {name} only."
         record["status"] = _refuse_or_warn(
             "modality",
-            f"input {src} is a {found} scan but this bundle was trained on {name} ({expected} in its metadata.json)",
+            f"input {src} is a {found} scan but this model restores {name} (the modality it was trained on)",
             allow,
             advice,
         )

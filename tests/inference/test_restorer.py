@@ -277,7 +277,7 @@ def test_unreadable_inputs(pet_subset, tmp_path):
     (junk / "notes.txt").write_text("no images here")
     with pytest.raises((ValueError, FileNotFoundError), match="junk"):
         restorer.run(junk, tmp_path / "o1")
-    with pytest.raises(ValueError, match="PT series but this model restores CT"):
+    with pytest.raises(ValueError, match="PT scan but this model restores CT"):
         restorer.run(pet_subset, tmp_path / "o2")
     for name in ("o1", "o2"):
         assert not (tmp_path / name).exists()
