@@ -16,6 +16,7 @@ Usage::
 
     python benchmarks/regions.py                       # all configurations, results in benchmarks/results/
     python benchmarks/regions.py --configs stock-16 ours-16 --threads 2
+    python benchmarks/regions.py --offline             # offline partitioners on the real CT / PET (regions_offline.*)
 """
 
 from __future__ import annotations
@@ -152,6 +153,138 @@ def _markdown(results: list[dict], notes: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# ---------------------------------------------------------------- offline partitioners (issue 13)
+CT_SERIES = {"CRLM-CT-1004": "ct_crlm1004/CRLM-CT-1004/image", "CRLM-CT-1006": "ct_crlm1006/CRLM-CT-1006/image",
+             "LIDC-IDRI-0314": "ct_lidc0314/LIDC-IDRI-0314/image"}  # fmt: skip
+PET_SERIES = "pet_fdg_sts001/STS_001/FDG_PET"
+
+
+def _load(rel: str) -> np.ndarray:
+    import warnings
+
+    from rat_monai.data import load_volume
+
+    shared = Path(os.environ.get("RAT_MONAI_SHARED", ROOT.parent / "shared"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return np.asarray(load_volume(shared / "data/real" / rel)[0].numpy(), np.float32)
+
+
+def _reference_body(hu: np.ndarray) -> np.ndarray:
+    from scipy import ndimage as ndi
+
+    lab, _ = ndi.label(hu > -500)
+    sizes = np.bincount(lab.ravel())
+    sizes[0] = 0
+    return ndi.binary_fill_holes(lab == sizes.argmax())
+
+
+def offline(args: argparse.Namespace) -> int:
+    """Old default (felzenszwalb) vs the anatomical 'tissue' partitioner on real CT and PET slices, one thread."""
+    import torch
+    from scipy import ndimage as ndi
+
+    from rat_monai.regions import class_purity, get_partitioner, hu_classes, largest_fraction, region_attention_cost
+
+    torch.set_num_threads(1)
+    rows = []
+    for modality, series in [("ct", s) for s in CT_SERIES] + [("pet", "STS_001 FDG PET")]:
+        vol = _load(CT_SERIES[series] if modality == "ct" else PET_SERIES)
+        depth = vol.shape[-1]
+        if modality == "ct":
+            zs = [int(round(v)) for v in np.linspace(0, depth - 1, args.slices + 2)[1:-1]]
+        else:  # bladder (SUVmax), the head end, and evenly spaced trunk slices
+            peak = vol.reshape(-1, depth).max(0)
+            zs = sorted({int(peak.argmax()), depth - 1 if peak[-1] > peak[0] else 0,
+                         *[int(round(v)) for v in np.linspace(0, depth - 1, args.slices + 2)[1:-1]]})  # fmt: skip
+        parts = {"felzenszwalb (old default)": get_partitioner("felzenszwalb", modality=modality),
+                 "tissue (new default)": get_partitioner("tissue", modality=modality)}  # fmt: skip
+        for z in zs:
+            img = vol[..., z]
+            if modality == "ct":
+                body, classes = _reference_body(img), hu_classes(img)
+            else:
+                smooth = ndi.gaussian_filter(img, 1.0)
+                body = ndi.binary_fill_holes(smooth > 0.1)
+                tissue, air = smooth > 0.3, smooth < 0.03
+            for name, part in parts.items():
+                part(img[None])  # warm-up (imports)
+                t0 = time.perf_counter()
+                for _ in range(args.repeats):
+                    labels = part(img[None])[0]
+                dt = (time.perf_counter() - t0) / args.repeats
+                r = {"modality": modality, "series": series, "slice": z, "shape": list(img.shape),
+                     "partitioner": name, "regions": int(labels.max()) + 1, "seconds": dt,
+                     "largest_in_body": largest_fraction(labels, body),
+                     "attention_cost": region_attention_cost(labels)}  # fmt: skip
+                if modality == "ct":
+                    r["purity"] = class_purity(classes, labels, body)
+                else:
+                    n = labels.max() + 1
+                    n_in, n_out = np.bincount(labels[tissue], minlength=n), np.bincount(labels[air], minlength=n)
+                    mixed = np.minimum(n_in, n_out) > np.maximum(0.02 * (n_in + n_out), 4)
+                    r["regions_with_body_and_air"] = int(mixed.sum())
+                    core = np.unique(labels[img > 0.5 * img.max()])
+                    r["hot_core_regions_median_suv_min"] = float(min(np.median(img[labels == q]) for q in core))
+                    r["hot_core_suv"] = float(img.max())
+                rows.append(r)
+                print(json.dumps(r), flush=True)
+    load = os.getloadavg()
+    summary = {}
+    for name in parts:
+        for modality in ("ct", "pet"):
+            sel = [r for r in rows if r["partitioner"] == name and r["modality"] == modality]
+            keys = ["seconds", "regions", "largest_in_body", "attention_cost"]
+            keys += ["purity"] if modality == "ct" else []
+            summary[f"{modality} | {name}"] = {
+                k: {"mean": float(np.mean([r[k] for r in sel])), "std": float(np.std([r[k] for r in sel])),
+                    "min": float(np.min([r[k] for r in sel])), "max": float(np.max([r[k] for r in sel]))}
+                for k in keys
+            }  # fmt: skip
+    notes = [f"One thread (torch.set_num_threads(1); numpy/scipy/scikit-image run single-threaded), {args.repeats} "
+             f"repeats per slice, load average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} (1/5/15 min) at the end, "
+             "on the shared 2-core machine with other jobs running."]  # fmt: skip
+    out = Path(args.out)
+    out.with_suffix(".json").write_text(json.dumps({"notes": notes, "summary": summary, "slices": rows}, indent=2))
+    out.with_suffix(".md").write_text(_offline_markdown(rows, summary, notes))
+    return 0
+
+
+def _offline_markdown(rows: list[dict], summary: dict, notes: list[str]) -> str:
+    lines = ["# Offline region maps on real CT and PET: old default (felzenszwalb) vs the anatomical 'tissue' maps", "",
+             *notes, "",
+             "Targets (issue 13): CT tissue purity >= 0.95 (air/lung < -500, fat -150..-30, soft -30..150, "
+             "bone > 300 HU; pixels between the ranges ignored; body = largest HU > -500 component, holes filled), "
+             "no region over "
+             "25 % of the body, region-attention cost (sum of squared region sizes / N^2 at the latent, top-left pixel "
+             "of each 4x4 cell) <= 0.15, <= 1 s per 512x512 slice on one core; PET: no region in both clear tissue "
+             "(SUV > 0.3) and clear air (< 0.03), the hottest structure's regions are hot (median SUV).", "",
+             "## Summary (mean ± std, [min, max] over slices)", "",
+             "| modality | partitioner | s / slice | regions | largest region / body | attention cost | purity |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    for key, s in summary.items():
+        mod, name = key.split(" | ")
+        cell = lambda k, f: f"{s[k]['mean']:{f}} ± {s[k]['std']:{f}} [{s[k]['min']:{f}}, {s[k]['max']:{f}}]"  # noqa
+        lines.append(f"| {mod} | {name} | {cell('seconds', '.3f')} | {cell('regions', '.0f')} | "
+                     f"{cell('largest_in_body', '.3f')} | {cell('attention_cost', '.3f')} | "
+                     f"{cell('purity', '.3f') if 'purity' in s else ''} |")  # fmt: skip
+    lines += ["", "## Per slice", "",
+              "| series | slice | partitioner | regions | s | largest / body | cost | purity | PET: mixed body/air "
+              "regions | PET: hot core SUVmax / min median SUV of its regions |", "| --- " * 10 + "|"]  # fmt: skip
+    for r in rows:
+        pet = " | "
+        if r["modality"] == "pet":
+            hot = f"{r['hot_core_suv']:.1f} / {r['hot_core_regions_median_suv_min']:.2f}"
+            pet = f"{r['regions_with_body_and_air']} | {hot}"
+        lines.append(f"| {r['series']} | {r['slice']} | {r['partitioner']} | {r['regions']} | {r['seconds']:.3f} | "
+                     f"{r['largest_in_body']:.3f} | {r['attention_cost']:.4f} | "
+                     f"{r['purity']:.4f} | " if "purity" in r else
+                     f"| {r['series']} | {r['slice']} | {r['partitioner']} | {r['regions']} | {r['seconds']:.3f} | "
+                     f"{r['largest_in_body']:.3f} | {r['attention_cost']:.4f} | | ")  # fmt: skip
+        lines[-1] += f"{pet} |"
+    return "\n".join(lines) + "\n"
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--configs", nargs="*", default=list(CONFIGS), choices=list(CONFIGS))
@@ -162,6 +295,10 @@ def main() -> int:
     p.add_argument("--stability-thresh", type=float, default=None, help="default: 0.95 with a checkpoint, 0 random")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "regions"))
     p.add_argument("--append", action="store_true", help="add to the results already in --out (same settings)")
+    p.add_argument("--offline", action="store_true",
+                   help="benchmark the offline partitioners (felzenszwalb vs tissue) on the real CT / PET, not SAM")
+    p.add_argument("--slices", type=int, default=5, help="--offline: evenly spaced slices per series (default: 5)")
+    p.add_argument("--repeats", type=int, default=3, help="--offline: timed runs per slice (default: 3)")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--worker-out", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -169,6 +306,10 @@ def main() -> int:
         args.pred_iou_thresh = 0.88 if args.checkpoint else 0.045
     if args.stability_thresh is None:
         args.stability_thresh = 0.95 if args.checkpoint else 0.0
+    if args.offline:
+        if args.out == str(ROOT / "benchmarks" / "results" / "regions"):
+            args.out = str(ROOT / "benchmarks" / "results" / "regions_offline")
+        return offline(args)
     if args.worker:
         worker(args.worker, Path(args.worker_out), args)
         return 0

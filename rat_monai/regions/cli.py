@@ -45,7 +45,8 @@ def pick_slices(depth: int, slices: str | None, count: int = 5) -> list[int]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("scan", help="DICOM series folder or NIfTI file")
     parser.add_argument("--out", required=True, help="folder for the PNG overlays (created if needed)")
-    parser.add_argument("--method", default="auto", help="auto, sam, felzenszwalb, slic or intensity (default: auto)")
+    parser.add_argument("--method", default="auto",
+                        help="auto, sam, tissue, felzenszwalb, slic or intensity (default: auto)")  # fmt: skip
     parser.add_argument("--sam-checkpoint", default=None, help="SAM checkpoint (.pth) for --method sam/auto")
     parser.add_argument("--model-type", default="vit_b", help="SAM backbone of the checkpoint (default: vit_b)")
     parser.add_argument("--modality", default=None, help="ct or pet (default: from the scan's metadata)")

@@ -35,7 +35,8 @@ def get_partitioner(
             checkpoint is configured (``sam_checkpoint`` or the ``RAT_MONAI_SAM_CHECKPOINT`` environment variable),
             otherwise the offline default with a logged warning: ``"tissue"`` for CT and PET
             (:class:`~rat_monai.regions.tissue.CtTissuePartitioner`,
-            :class:`~rat_monai.regions.tissue.PetUptakePartitioner`: anatomical maps on HU / SUV), ``"felzenszwalb"`` when the modality is unknown. Defaults to ``"auto"``.
+            :class:`~rat_monai.regions.tissue.PetUptakePartitioner`: anatomical maps on HU / SUV), ``"felzenszwalb"``
+            when the modality is unknown. Defaults to ``"auto"``.
         sam_checkpoint: path of a SAM checkpoint (``.pth``). Defaults to None.
         modality: ``"ct"``, ``"pet"`` or None; picks the ``"tissue"`` partitioner and the window defaults of the
             others. Defaults to None.

@@ -44,7 +44,9 @@ __all__ = ["CtTissuePartitioner", "PetUptakePartitioner", "CT_TISSUE_EDGES", "CT
 
 CT_TISSUE_EDGES: tuple[float, float, float] = (-400.0, -30.0, 200.0)
 # per-class windows of the edge images (lung, fat, soft tissue, bone), HU
-CT_CLASS_WINDOWS: tuple[tuple[float, float], ...] = ((-1000.0, -400.0), (-200.0, -30.0), (-30.0, 200.0), (200.0, 1200.0))
+CT_CLASS_WINDOWS: tuple[tuple[float, float], ...] = (
+    (-1000.0, -400.0), (-200.0, -30.0), (-30.0, 200.0), (200.0, 1200.0),
+)  # fmt: skip
 
 
 def _sobel(x: np.ndarray) -> np.ndarray:

@@ -79,7 +79,7 @@ class RegionPartition(_PartitionBase):
     """Region map of one 2D slice.
 
     Args:
-        method: ``"auto"``, ``"sam"``, ``"felzenszwalb"``, ``"slic"`` or ``"intensity"`` (see
+        method: ``"auto"``, ``"sam"``, ``"tissue"``, ``"felzenszwalb"``, ``"slic"`` or ``"intensity"`` (see
             :func:`rat_monai.regions.get_partitioner`). Defaults to ``"auto"``.
         sam_checkpoint: SAM checkpoint path (``method="sam"``/``"auto"``). Defaults to None.
         modality: ``"ct"``, ``"pet"`` or None: intensity window defaults. Defaults to None.

@@ -186,7 +186,8 @@ class TestTissuePartitioners(unittest.TestCase):
         self.assertNotIn(labels[0, 0], labels[suv > 0.5])
 
     def test_empty_and_constant_slices(self):
-        for part, value in ((CtTissuePartitioner(), -1000.0), (CtTissuePartitioner(), 40.0), (PetUptakePartitioner(), 0.0)):
+        cases = ((CtTissuePartitioner(), -1000.0), (CtTissuePartitioner(), 40.0), (PetUptakePartitioner(), 0.0))
+        for part, value in cases:
             out = part(np.full((1, 70, 50), value, np.float32))[0]
             self.assertTrue(_contiguous(out))
         # an all-air 512x512 slice: 16 tiles of 128x128
