@@ -91,3 +91,45 @@ class TestEnsureDataset(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+# a bad datalist, and what the message must name (issue 15 item 9)
+BAD_DATALISTS = [
+    ("missing_file", None, "does not exist"),
+    ("malformed_json", '{"training": [', "not valid JSON"),
+    ("wrong_key", '{"train": []}', "has no 'training' list"),
+    ("missing_image", '{"training": [{"image": "nope_low.nii.gz", "label": "nope_full.nii.gz"}]}', "nope_low.nii.gz"),
+]
+
+
+def test_datalist_split_errors(tmp_path):
+    import pytest
+
+    from rat_monai.engines import BundleUserError, datalist_split
+
+    for name, content, message in BAD_DATALISTS:
+        path = tmp_path / f"{name}.json"
+        if content is not None:
+            path.write_text(content)
+        with pytest.raises(BundleUserError, match=message) as info:
+            datalist_split(path, "training")
+        assert str(path) in str(info.value.code) and info.value.code.startswith("error: ")
+
+
+def test_bad_datalist_in_monai_bundle_run_prints_one_message(tmp_path):
+    """``python -m monai.bundle run training --datalist bad.json``: the message, exit 1, no traceback."""
+    import os
+    import subprocess
+    import sys
+
+    bad = tmp_path / "datalist.json"
+    bad.write_text('{"training": [')
+    train = Path(__file__).resolve().parents[2] / "bundles" / "rat_pet" / "configs" / "train.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", str(train), "--bundle_root",
+         str(tmp_path / "b"), "--datalist", str(bad), "--num_workers", "0"],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert f"error: datalist {bad} is not valid JSON" in proc.stderr
