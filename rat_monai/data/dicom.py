@@ -464,7 +464,8 @@ def _check_steps(
                 f"ImagePositionPatient moves {shear[k]:.3f} mm within the slice plane between {files[k]} and "
                 f"{files[k + 1]}, so the stack is not a rectilinear grid. Pass allow_tilt=True (rat-monai "
                 "infer/regions: --allow tilt) to keep the slices as they are with a sheared affine (fine for "
-                "slice-wise work), or resample the series to an untilted grid first (e.g. with a DICOM tool that corrects tilt)."
+                "slice-wise work), or resample the series to an untilted grid first (e.g. with a DICOM tool that "
+                "corrects tilt)."
             )
     median = float(np.median(steps))
     smallest = float(steps.min())
@@ -481,7 +482,8 @@ def _check_steps(
         if not allow_gaps:
             raise ValueError(
                 msg + ". A regular grid cannot represent this series; add the missing files, or pass "
-                "allow_gaps=True (rat-monai infer/regions: --allow gaps) to load it with the mean step (positions then off by up to "
+                "allow_gaps=True (rat-monai infer/regions: --allow gaps) to load it with the mean step (positions "
+                "then off by up to "
                 f"{np.abs(pos - (pos[0] + mean * np.arange(n))).max():.2f} mm)."
             )
         warnings.warn(

@@ -257,7 +257,8 @@ class ScanRestorer:
             set_plain(parser, "model_version", bundle_version(root))
         trained_on, allowed = bundle_modality(root), overrides.get("allow")
         configured = _MODALITIES.get(str(parser.get_parsed_content("modality")).lower())
-        if trained_on and configured != trained_on and "modality" not in validate_allow(getattr(allowed, "value", allowed)):
+        allowed = validate_allow(getattr(allowed, "value", allowed))
+        if trained_on and configured != trained_on and "modality" not in allowed:
             raise ValueError(
                 f"{root}: modality {parser['modality']!r} does not match the modality the bundle was trained on "
                 f"({trained_on} in configs/metadata.json) (check 'modality'); pass --allow modality to proceed."
