@@ -113,8 +113,9 @@ class TestRAT(unittest.TestCase):
 
     def test_latent_regions_and_padding_label(self):
         """Regions reach the middle as the top-left pixel of each 4 x 4 cell (F.interpolate nearest, 1/4); padded
-        cells get a label that no real pixel has."""
-        net = RAT(**SMALL).eval()
+        cells get a label that no real pixel has. (The labels are computed before the layouts split; the hook
+        needs ``forward``, which only the reference layout calls.)"""
+        net = RAT(**SMALL, layout="nchw").eval()
         seen = []
         hook = net.middle[0].register_forward_pre_hook(lambda m, args: seen.append(args[1].clone()))
         regions = torch.randint(-2, 9, (1, 32, 48))

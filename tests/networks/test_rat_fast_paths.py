@@ -44,11 +44,14 @@ def _run(net: torch.nn.Module, x: torch.Tensor, regions: torch.Tensor | None) ->
 
 
 def _assert_close_rel(test: unittest.TestCase, a: dict, b: dict, tol: float) -> None:
-    """Every entry equal within ``tol`` times the entry's largest magnitude (1e-5: float32 summation order)."""
+    """The output within ``tol`` of its scale, every gradient within ``tol`` of the largest gradient (float32
+    summation order differs between the paths; a bias gradient sums thousands of terms)."""
     test.assertEqual(a.keys(), b.keys())
+    grad_scale = max(float(v.abs().max()) for k, v in a.items() if k != "out")
     for key in a:
-        scale = max(float(a[key].abs().max()), 1.0)
-        torch.testing.assert_close(b[key], a[key], atol=tol * scale, rtol=0, msg=key)
+        scale = max(float(a[key].abs().max()), 1.0) if key == "out" else grad_scale
+        err = float((b[key] - a[key]).abs().max())
+        test.assertLessEqual(err, tol * scale, f"{key}: max difference {err:.3g} > {tol:g} x {scale:.3g}")
 
 
 class TestFastPathEqualsReference(unittest.TestCase):
@@ -127,15 +130,19 @@ class TestPackedBuckets(unittest.TestCase):
         sizes = torch.arange(1, 63, 2)
         regions = torch.repeat_interleave(torch.arange(sizes.numel()), sizes)[torch.randperm(int(sizes.sum()))]
         regions = regions.reshape(1, 31, 31).reshape(1, -1)
-        qkv = torch.randn(regions.numel(), 3, 2, 8, dtype=torch.float64)
-        outs = [_packed_tokens(qkv[:, 0], qkv[:, 1], qkv[:, 2], regions, 0.5, 2**12, k) for k in (1, 4, 16)]
+        qkv = torch.randn(regions.numel(), 3 * 2 * 8, dtype=torch.float64)
+        outs = [_packed_tokens(qkv, 2, 8, regions, 0.5, 2**12, k) for k in (1, 4, 16)]
         torch.testing.assert_close(outs[1], outs[0], atol=1e-12, rtol=0)
         torch.testing.assert_close(outs[2], outs[0], atol=1e-12, rtol=0)
+        self.assertEqual(packed_score_work(regions, 4)[0], int((sizes**2).sum()))
+        # padding waste: regions of 32 .. 92 tokens (small ones share a bucket on purpose)
+        sizes = torch.arange(32, 93, 4)
+        regions = torch.repeat_interleave(torch.arange(sizes.numel()), sizes)[None]
         exact, coarse = packed_score_work(regions, 1)
-        self.assertEqual(exact, int((sizes**2).sum()))
         _, fine = packed_score_work(regions, 4)
+        self.assertEqual(exact, int((sizes**2).sum()))
         self.assertLess(fine, coarse)
-        self.assertLessEqual(fine, 2 ** 0.5 * exact * 1.2)  # a bucket's sizes differ by at most ~2**(1/4)
+        self.assertLessEqual(fine, 2**0.5 * exact)  # a bucket's sizes differ by at most ~2**(1/4)
 
 
 class TestGradientCheckpointing(unittest.TestCase):

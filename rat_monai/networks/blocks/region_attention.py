@@ -51,6 +51,8 @@ DEFAULT_SCORE_BUDGET = 2**25
 #: Default size buckets per factor of two of the packed path: a bucket's region sizes differ by at most 2**(1/4)
 #: (about 19 %), so padding wastes at most ~41 % of a bucket's score work instead of 300 % with octave buckets.
 DEFAULT_BUCKETS_PER_OCTAVE = 4
+# segments up to this many tokens share one size bucket (fewer attention calls; their padding is negligible)
+_SMALL_SEGMENT = 32
 
 
 def _dense_region_attention(
@@ -61,13 +63,14 @@ def _dense_region_attention(
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
 
 
-def _size_buckets(counts: torch.Tensor, buckets_per_octave: int) -> torch.Tensor:
-    """Bucket index of each segment size: ``ceil(buckets_per_octave * log2(count))`` computed exactly in integers
-    (bucketize against the rounded-up boundaries ``ceil(2 ** (i / buckets_per_octave))``), so a bucket's sizes
-    differ by at most a factor ``2 ** (1 / buckets_per_octave)`` (rounded up)."""
+def _size_buckets(counts: torch.Tensor, buckets_per_octave: int, small: int = _SMALL_SEGMENT) -> torch.Tensor:
+    """Bucket index of each segment size: ``ceil(buckets_per_octave * log2(max(count, 32)))`` computed exactly in
+    integers (bucketize against the rounded-up boundaries ``ceil(2 ** (i / buckets_per_octave))``), so a bucket's
+    sizes differ by at most a factor ``2 ** (1 / buckets_per_octave)`` (rounded up). Segments of up to
+    ``small`` tokens share one bucket: their padding costs little, another attention call costs more."""
     i = torch.arange(0, 63 * buckets_per_octave, device=counts.device, dtype=torch.float64)
     bounds = torch.unique(torch.ceil(torch.pow(2.0, i / buckets_per_octave)).to(torch.int64))
-    return torch.bucketize(counts, bounds)
+    return torch.bucketize(counts.clamp(min=small), bounds)
 
 
 def packed_score_work(regions: torch.Tensor, buckets_per_octave: int = DEFAULT_BUCKETS_PER_OCTAVE) -> tuple[int, int]:
@@ -89,19 +92,21 @@ def packed_score_work(regions: torch.Tensor, buckets_per_octave: int = DEFAULT_B
 
 
 def _packed_tokens(
-    qf: torch.Tensor,
-    kf: torch.Tensor,
-    vf: torch.Tensor,
+    tokens: torch.Tensor,
+    heads: int,
+    d: int,
     regions: torch.Tensor,
     scale: Optional[float],
     score_budget: int = DEFAULT_SCORE_BUDGET,
     buckets_per_octave: int = DEFAULT_BUCKETS_PER_OCTAVE,
 ) -> torch.Tensor:
-    """Packed region attention on token-major ``qf, kf [B*N, heads, d]``, ``vf [B*N, heads, dv]`` (views with any
-    strides, e.g. slices of one fused qkv projection) and ``regions [B, N]``; returns ``[B*N, heads, dv]``."""
+    """Packed region attention on token-major ``tokens [B*N, heads * (2 * d + dv)]`` (q, k, v concatenated per
+    token in (q/k/v, head, channel) order, e.g. the output of a fused qkv projection) and ``regions [B, N]``;
+    returns ``[B*N, heads, dv]``. One row gather per bucket serves q, k and v."""
     b, n = regions.shape
-    h, dv = vf.shape[1], vf.shape[2]
-    device = qf.device
+    h = heads
+    dv = tokens.shape[1] // h - 2 * d
+    device = tokens.device
     # segment id per token: (batch item, region), relabelled densely; labels may be any integers
     flat = regions.reshape(-1).to(torch.int64)
     _, dense_label = torch.unique(flat, sorted=True, return_inverse=True)
@@ -115,7 +120,7 @@ def _packed_tokens(
     levels = torch.unique(level, sorted=True)
 
     # one extra row (index B*N) receives the outputs of padding queries and is dropped at the end
-    out = vf.new_zeros(b * n + 1, h, dv)
+    out = tokens.new_zeros(b * n + 1, h, dv)
     for li in range(levels.numel()):
         segs = torch.nonzero(level == levels[li]).squeeze(1)
         seg_counts = counts[segs]
@@ -127,9 +132,10 @@ def _packed_tokens(
         pos = seg_starts.unsqueeze(1) + ar.unsqueeze(0)
         pos = torch.where(valid, pos, seg_starts.unsqueeze(1))  # padding repeats a real token of the segment
         tok = order[pos]  # [ns, s]
-        qs = qf[tok].transpose(1, 2)  # [ns, h, s, d]
-        ks = kf[tok].transpose(1, 2)
-        vs = vf[tok].transpose(1, 2)
+        rows = tokens.index_select(0, tok.reshape(-1)).view(ns, s, -1)
+        qs = rows[:, :, : h * d].view(ns, s, h, d).transpose(1, 2)  # [ns, h, s, d]
+        ks = rows[:, :, h * d : 2 * h * d].view(ns, s, h, d).transpose(1, 2)
+        vs = rows[:, :, 2 * h * d :].view(ns, s, h, dv).transpose(1, 2)
         mask: Optional[torch.Tensor] = None
         dest = tok
         if not bool(valid.all()):
@@ -160,11 +166,11 @@ def _packed_region_attention(
     """Exact within-region attention without an ``N x N`` tensor (see the module docstring)."""
     b, h, n, d = q.shape
     dv = v.shape[-1]
-    # token-major [B*N, heads, d] views
-    qf = q.transpose(1, 2).reshape(b * n, h, d)
-    kf = k.transpose(1, 2).reshape(b * n, h, d)
-    vf = v.transpose(1, 2).reshape(b * n, h, dv)
-    out = _packed_tokens(qf, kf, vf, regions, scale, score_budget, buckets_per_octave)
+    # token-major [B*N, heads * (2d + dv)]: one copy, as the transposes needed anyway
+    qf = q.transpose(1, 2).reshape(b * n, h * d)
+    kf = k.transpose(1, 2).reshape(b * n, h * d)
+    tokens = torch.cat([qf, kf, v.transpose(1, 2).reshape(b * n, h * dv)], dim=1)
+    out = _packed_tokens(tokens, h, d, regions, scale, score_budget, buckets_per_octave)
     return out.reshape(b, n, h, dv).transpose(1, 2)
 
 
@@ -293,5 +299,6 @@ class RegionSelfAttention(nn.Module):
             q, k, v = qkv.reshape(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4).unbind(0)
             o = _dense_region_attention(q, k, v, labels, self.scale).transpose(1, 2)
         else:
-            o = _packed_tokens(qkv[:, 0], qkv[:, 1], qkv[:, 2], labels, self.scale, self.score_budget)
+            heads, d = self.num_heads, c // self.num_heads
+            o = _packed_tokens(qkv.reshape(b * n, 3 * c), heads, d, labels, self.scale, self.score_budget)
         return conv1x1_nhwc(o.reshape(b, hh, ww, c), self.proj.weight, self.proj.bias)
