@@ -16,6 +16,8 @@ Usage::
     python benchmarks/inference.py                            # ct and pet, width 64, results in benchmarks/results/
     python benchmarks/inference.py --configs pet --width 16 --batch-size 8 --threads 2
     python benchmarks/inference.py --width 64 --slices 8 --tag w64   # network cost at full width on 8 slices
+    python benchmarks/inference.py --bf16 --tag bf16                 # bfloat16 autocast (the bundle's amp=true)
+    python benchmarks/inference.py --layout nchw --tag nchw          # the reference NCHW path ("before" issue 14)
 """
 
 from __future__ import annotations
@@ -59,7 +61,16 @@ def _subset(series: Path, count: int, dst: Path) -> Path:
     return dst
 
 
-def _child(name: str, width: int, batch_size: int, threads: int, device: str, slices: int) -> dict:
+def _child(
+    name: str,
+    width: int,
+    batch_size: int,
+    threads: int,
+    device: str,
+    slices: int,
+    amp: bool = False,
+    layout: str = "nhwc",
+) -> dict:
     import warnings
 
     import torch
@@ -76,6 +87,8 @@ def _child(name: str, width: int, batch_size: int, threads: int, device: str, sl
         batch_size=batch_size,
         device=device,
         progress=False,
+        amp=amp,
+        **{"network_def#layout": layout},
     )
     with tempfile.TemporaryDirectory(prefix="bench-infer-") as tmp:
         if slices > 0:
@@ -108,7 +121,9 @@ def _run_config(name: str, args: argparse.Namespace) -> dict:
         args.device,
         "--slices",
         str(args.slices),
-    ]
+        "--layout",
+        args.layout,
+    ] + (["--bf16"] if args.bf16 else [])
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.perf_counter() - t0
@@ -141,7 +156,8 @@ def _markdown(rows: list[dict], meta: dict) -> str:
         "# Whole-scan inference (ScanRestorer) on the real series (CPU)",
         "",
         f"Network: bundle `network_def` (StackedRegionRAT, full depth), UNTRAINED, width {meta['width']}; batch size "
-        f"{meta['batch_size']}; {meta['threads']} threads; device {meta['device']}; slices: {meta['slices']}. "
+        f"{meta['batch_size']}; {meta['threads']} threads; device {meta['device']}; slices: {meta['slices']}; "
+        f"{meta.get('precision', 'fp32')}, layout {meta.get('layout', 'nchw (before issue 14)')}. "
         "Regions: the bundle's 'auto' "
         "method (offline felzenszwalb, no SAM checkpoint). Output: DICOM series + NIfTI + PNG + report. One run per "
         "series in its own process, then its region stage again with the filled cache.",
@@ -176,6 +192,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--slices", type=int, default=0, help="only this many middle slices (0: the whole series)")
+    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the network (bundle id amp)")
+    parser.add_argument("--layout", default="nhwc", choices=["nhwc", "nchw"], help="RAT layout (nchw: reference)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     parser.add_argument("--tag", default="", help="suffix of the result files, e.g. 'w64' -> inference_w64.json")
     parser.add_argument("--note", default="")
@@ -184,7 +202,11 @@ def main() -> None:
     if args.child:
         print(
             json.dumps(
-                _child(args.child, args.width, args.batch_size, args.threads, args.device, args.slices), default=str
+                _child(
+                    args.child, args.width, args.batch_size, args.threads, args.device, args.slices, args.bf16,
+                    args.layout,
+                ),
+                default=str,
             )
         )
         return
@@ -199,6 +221,8 @@ def main() -> None:
         "threads": args.threads,
         "device": args.device,
         "slices": args.slices or "all",
+        "precision": "bf16 autocast" if args.bf16 else "fp32",
+        "layout": args.layout,
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
         "note": args.note,
     }

@@ -19,6 +19,9 @@ seconds apart in one process: on a shared CPU, read the ratios, not the seconds.
   fp32 or bf16 autocast; time of the last of ``--train-steps`` steps and the process's peak RSS (``ru_maxrss``).
 - ``profile``: self CPU time of one forward per op category (matmul, convolution, attention, norm, elementwise,
   gather/copy, other), both layouts: where the time goes.
+- ``authors`` (only with ``--authors-code DIR``, a local clone of the authors' repository; never vendored): their
+  ``Model_RAT.RAT()`` (published configuration) forward on the same image and map (as a ``[B, 1, H, W]`` float mask),
+  time and peak RSS, and the speed-up of our fp32 forward of the same size.
 - ``padding``: score work of the packed path on region maps (seeded 512^2 map and, when ``../shared`` has them,
   the default offline maps of real CT slices): power-of-two buckets vs the finer default buckets.
 
@@ -29,6 +32,7 @@ Usage::
     python benchmarks/roofline.py                                    # 128 and 256: forward, profile, padding
     python benchmarks/roofline.py --parts forward --sizes 512        # the paper's 512^2 (needs ~4 GiB, minutes)
     python benchmarks/roofline.py --parts train --train 256:8:1:fp32 256:8:1:bf16 256:1:0:fp32 256:1:1:fp32
+    python benchmarks/roofline.py --parts authors --sizes 256 512 --authors-code ~/src/Region-Attention-Transformer
 """
 
 from __future__ import annotations
@@ -135,6 +139,20 @@ def worker(cfg: dict) -> dict:
     torch.manual_seed(0)
     kind, size, layout = cfg["kind"], cfg["size"], cfg.get("layout", "nhwc")
     batch = cfg.get("batch", 1)
+    if kind == "authors":
+        sys.path.insert(0, str(Path(cfg["authors_code"]).expanduser()))
+        from Model_RAT import RAT as AuthorsRAT  # the authors' published model, from the local copy
+
+        net = _randomise(AuthorsRAT()).eval()
+        x, mask = torch.randn(1, 1, size, size), region_map(size)[None, None].float()
+        base = current_rss_mib()
+        with torch.no_grad():
+            t = time.perf_counter()
+            net(x, mask)
+            seconds = time.perf_counter() - t
+        return {**cfg, "matmul_gflops": rates, "seconds": seconds, "extra_peak_mib": peak_rss_mib() - base,
+                "peak_rss_gib": peak_rss_mib() / 1024, "load_before": os.getloadavg()[0],
+                "load_after": os.getloadavg()[0]}
     net = _randomise(RAT(width=64, layout=layout, gradient_checkpointing=bool(cfg.get("ckpt", 0))))
     x = torch.randn(batch, 1, size, size)
     regions = region_map(size)[None].expand(batch, size, size).contiguous()
@@ -239,6 +257,8 @@ def padding_rows() -> list[dict]:
 def _config_id(c: dict) -> str:
     if c["kind"] == "train":
         return f"train {c['size']} b{c['batch']} ckpt{c['ckpt']} {c['dtype']}"
+    if c["kind"] == "authors":
+        return f"authors {c['size']}"
     if c["kind"] == "profile":
         return f"profile {c['size']} {c['layout']}"
     return f"forward {c['size']} {c['layout']} {c['dtype']}"
@@ -322,6 +342,21 @@ def markdown(rows: list[dict], meta: dict) -> str:
             continue
         vals = " | ".join(f"{r['self_cpu_s'][c]:.3f}" for c in cats)
         out.append(f"| {r['size']} | {r['layout']} | {r['seconds']:.3f} | {vals} | {r['load_before']:.1f} |")
+    authors = [r for r in rows if r["kind"] == "authors"]
+    if authors:
+        out += ["", "## The authors' published model (local copy, same image and map, one call)", "",
+                "| size | authors s | authors peak RSS GiB | ours fp32 nhwc s | speed-up | load |",
+                "| ---: | ---: | ---: | ---: | ---: | --- |"]
+        for r in sorted(authors, key=lambda r: r["size"]):
+            ours = by_id.get(f"forward {r['size']} nhwc fp32", {}).get("seconds")
+            if "error" in r:
+                out.append(f"| {r['size']} | {r['error']} | | | | |")
+                continue
+            speed = _fmt(r["seconds"] / ours if ours else None, ".1f")
+            out.append(
+                f"| {r['size']} | {r['seconds']:.1f} | {r['peak_rss_gib']:.2f} | {_fmt(ours, '.2f')} | {speed} | "
+                f"{r['load_before']:.1f} |"
+            )
     out += [
         "",
         "## Packed region attention: padding waste (executed / needed score work, latent map)",
@@ -341,7 +376,7 @@ def markdown(rows: list[dict], meta: dict) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parts", nargs="+", default=["forward", "profile", "padding"],
-                        choices=["forward", "profile", "padding", "train"])
+                        choices=["forward", "profile", "padding", "train", "authors"])
     parser.add_argument("--sizes", type=int, nargs="+", default=[128, 256], help="forward/profile image sizes")
     parser.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
     parser.add_argument("--layouts", nargs="+", default=["nhwc", "nchw"], choices=["nhwc", "nchw"])
@@ -354,6 +389,7 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=3600.0)
     parser.add_argument("--min-free-gib", type=float, default=16.0,
                         help="skip 512^2 forwards and batch>=4 training when less memory is available")
+    parser.add_argument("--authors-code", default=None, help="local clone of the authors' repository (Model_RAT.py)")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     parser.add_argument("--note", default="")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -384,12 +420,18 @@ def main() -> int:
             size, batch, ckpt, dtype = spec.split(":")
             configs.append({**common, "kind": "train", "size": int(size), "batch": int(batch), "ckpt": int(ckpt),
                             "dtype": dtype, "steps": args.train_steps})
+    if "authors" in args.parts:
+        if not args.authors_code or not (Path(args.authors_code).expanduser() / "Model_RAT.py").is_file():
+            parser.error("--parts authors needs --authors-code DIR, a local copy holding Model_RAT.py")
+        for size in args.sizes:
+            configs.append({**common, "kind": "authors", "size": size, "authors_code": args.authors_code})
     path = args.out / "roofline.json"
     data = json.loads(path.read_text()) if path.is_file() else {"meta": {}, "rows": []}
     rows = {r["id"]: r for r in data["rows"]}
     new = padding_rows() if "padding" in args.parts else []
     for cfg in configs:
-        big = cfg["size"] >= 512 or (cfg["kind"] == "train" and cfg["batch"] * cfg["size"] ** 2 >= 4 * 256**2)
+        big = cfg["size"] >= 512 or cfg["kind"] == "authors"
+        big = big or (cfg["kind"] == "train" and cfg["batch"] * cfg["size"] ** 2 >= 4 * 256**2)
         if big and available_gib() < args.min_free_gib:
             print(f"skipping {_config_id(cfg)}: {available_gib():.1f} GiB available < --min-free-gib "
                   f"{args.min_free_gib}", file=sys.stderr)

@@ -69,16 +69,24 @@ class WindowSelfAttention(nn.Module):
         self.proj = nn.Linear(channels, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Reference on ``[B, C, H, W]``."""
-        return self.forward_nhwc(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        """Reference on ``[B, C, H, W]`` (``F.scaled_dot_product_attention`` per window)."""
+        return self._attend(x.permute(0, 2, 3, 1), True).permute(0, 3, 1, 2)
 
     def forward_nhwc(self, x: torch.Tensor) -> torch.Tensor:
-        """W-MSA on channels-last ``x [B, H, W, C]`` -> ``[B, H, W, C]`` (the module works on tokens anyway)."""
+        """W-MSA on channels-last ``x [B, H, W, C]`` -> ``[B, H, W, C]``. The ``window_size**2``-token windows run
+        as two batched matrix products and a softmax: for such tiny problems that is ~3x faster on CPU than the
+        fused attention kernel's per-window overhead (same function to float32 rounding)."""
+        return self._attend(x, False)
+
+    def _attend(self, x: torch.Tensor, fused: bool) -> torch.Tensor:
         b, h, w, c = x.shape
         windows, hp, wp = window_partition(x, self.window_size)
         bw, t, _ = windows.shape
         qkv = self.qkv(windows).reshape(bw, t, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
-        o = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
+        if fused:
+            o = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
+        else:
+            o = torch.matmul(torch.softmax(torch.matmul(q * self.scale, k.transpose(-2, -1)), dim=-1), v)
         o = self.proj(o.transpose(1, 2).reshape(bw, t, c))
         return window_unpartition(o, self.window_size, hp, wp, h, w)
