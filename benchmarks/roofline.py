@@ -103,7 +103,8 @@ def model_flops(net, x, regions) -> dict:
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         net(x, regions)
     counts = counter.get_flop_counts()["Global"]
-    attn_counted = sum(v for k, v in counts.items() if "attention" in str(k))
+    # attention kernels (SDPA) and the W-MSA fast path's batched matmuls are replaced by the exact counts below
+    attn_counted = sum(v for k, v in counts.items() if "attention" in str(k) or "bmm" in str(k))
     other = sum(counts.values()) - attn_counted
     latent = regions[:, :: net.down_factor, :: net.down_factor].reshape(regions.shape[0], -1)
     exact, padded = packed_score_work(latent)
@@ -390,6 +391,10 @@ def main() -> int:
     parser.add_argument("--min-free-gib", type=float, default=16.0,
                         help="skip 512^2 forwards and batch>=4 training when less memory is available")
     parser.add_argument("--authors-code", default=None, help="local clone of the authors' repository (Model_RAT.py)")
+    parser.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS",
+                        help="before each configuration, wait up to this long for the 1-min load to drop below "
+                        "--quiet-load (a shared machine)")
+    parser.add_argument("--quiet-load", type=float, default=1.5)
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     parser.add_argument("--note", default="")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -436,6 +441,9 @@ def main() -> int:
             print(f"skipping {_config_id(cfg)}: {available_gib():.1f} GiB available < --min-free-gib "
                   f"{args.min_free_gib}", file=sys.stderr)
             continue
+        deadline = time.time() + args.wait_quiet
+        while os.getloadavg()[0] >= args.quiet_load and time.time() < deadline:
+            time.sleep(10)
         new.append(run_config(cfg, args.timeout))
         print(json.dumps({k: v for k, v in new[-1].items() if not isinstance(v, (dict, list))}), file=sys.stderr)
     for r in new:
