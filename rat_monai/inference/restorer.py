@@ -36,6 +36,7 @@ import torch
 from tqdm import tqdm
 
 import rat_monai
+from rat_monai.data.normalization import normalization_params, normalize_units
 
 from .dicom_writer import DEFAULT_SERIES_SUFFIX, write_dicom_series, write_nifti
 from .safety import OUTPUT_MARK, check_input, check_output_folder, check_writable, validate_allow
@@ -492,6 +493,9 @@ class ScanRestorer:
         # 4. inverse normalisation + writing into a temporary folder, moved into place at the end
         t0, c0 = time.perf_counter(), time.process_time()
         restored_real = self._denormalize(restored_norm)  # [Z, X, Y] in load units (SUV / HU / as stored)
+        outside = self._outside_clip_range(slices)
+        if outside is not None:  # e.g. CT padding outside the field of view (-3024 HU): nothing to restore there
+            restored_real[outside] = slices[outside]
         restored_xyz = np.ascontiguousarray(np.moveaxis(restored_real, 0, -1))
         del restored_norm, restored_real
         units_in = meta.get("units")
@@ -593,6 +597,17 @@ class ScanRestorer:
         from rat_monai.data import normalize_units
 
         return np.asarray(normalize_units(x, self.modality, **self.normalization), dtype=np.float32)
+
+    def _outside_clip_range(self, x: np.ndarray) -> np.ndarray | None:
+        """Mask of input values that ``clip=True`` normalisation clamps (the network never sees them), else None.
+
+        Those voxels keep their input value in the restored scan: with the CT bundle's clip at [-1024, 3072] HU the
+        out-of-field-of-view padding (-3024 HU on many scanners) and metal above 3072 HU pass through unchanged.
+        """
+        if not normalization_params(self.modality, **self.normalization)["clip"]:
+            return None
+        y = normalize_units(x, self.modality, **{**self.normalization, "clip": False})
+        return np.asarray((y < 0.0) | (y > 1.0))
 
     def _denormalize(self, y: np.ndarray) -> np.ndarray:
         from rat_monai.data import denormalize_units

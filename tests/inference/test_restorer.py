@@ -346,3 +346,21 @@ def test_unwritable_output_fails_before_any_work(ct_subset, tmp_path):
     finally:
         locked.chmod(0o700)
     assert net.calls == 0
+
+
+def test_clipped_values_pass_through(ct_subset, tmp_path):
+    """With clip=True (the CT bundle's setting) voxels outside [hu_min, hu_max] keep their input value.
+
+    The real CRLM-1004 slices carry -3024 HU outside the scanner's field of view: the network never sees those
+    values (they are clamped to -1024 HU), so the restored scan must give them back unchanged, not as air.
+    """
+    net = ScaledImage(1.05)
+    norm = {"hu_min": -1024.0, "hu_max": 3072.0, "clip": True}
+    _restorer(net, "ct", normalization=norm).run(ct_subset, tmp_path / "out", format="nifti")
+    source = load_volume(ct_subset)[0].numpy().astype(np.float64)
+    restored = np.asarray(nib.load(tmp_path / "out" / "restored.nii.gz").dataobj, dtype=np.float64)
+    outside = (source < -1024.0) | (source > 3072.0)
+    assert outside.sum() > 1000, "the real CT subset should contain out-of-field-of-view padding"
+    np.testing.assert_array_equal(restored[outside], source[outside])
+    inside = ~outside
+    np.testing.assert_allclose(restored[inside], 1.05 * (source[inside] + 1024.0) - 1024.0, atol=1e-2)
