@@ -31,7 +31,9 @@ pytestmark = pytest.mark.filterwarnings("ignore::rat_monai.data.SliceSpacingWarn
 
 REPO = Path(__file__).resolve().parents[2]
 CONV_NET = '{"_target_": "torch.nn.Conv2d", "in_channels": 2, "out_channels": 1, "kernel_size": 1}'
-TINY = ["--allow-untrained", "--no-progress"] + [
+# the bundles ship weights for their DEFAULT network: a tiny untrained one must not load them (a missing checkpoint)
+NO_WEIGHTS = str(REPO / "tests" / "no_such_checkpoint.pt")
+TINY = ["--allow-untrained", "--no-progress", "--checkpoint", NO_WEIGHTS] + [
     a for o in ("width=8", "network_def#middle_blocks=1", "network_def#layers_per_block=1",
                 "network_def#enc_blocks=[1,1]", "network_def#dec_blocks=[1,1]", "region_method=intensity")
     for a in ("--override", o)
@@ -70,7 +72,8 @@ def test_cli_infer(pet4, tmp_path, capsys):
     assert main(_infer("--input", str(pet4), "--output", str(out), "--batch-size", "3", *TINY)) == 0
     assert "restored 4 slices" in capsys.readouterr().out
     report = json.loads((out / "report.json").read_text())
-    assert report["settings"]["batch_size"] == 3 and report["model_version"] == "0.1.0"
+    version = json.loads((REPO / "bundles" / "rat_pet" / "configs" / "metadata.json").read_text())["version"]
+    assert report["settings"]["batch_size"] == 3 and report["model_version"] == version
     assert report["untrained"] is True and report["regions"]["misses"] == 4
     assert len(list((out / "dicom").glob("*.dcm"))) == 4 and (out / "restored.nii.gz").is_file()
 
@@ -82,7 +85,8 @@ def test_cli_infer(pet4, tmp_path, capsys):
     assert sorted(p.name for p in out.iterdir()) == before
 
     # without a checkpoint and without --allow-untrained: a clear error
-    assert main(_infer("--input", str(pet4), "--output", str(tmp_path / "o2"), "--no-progress")) == 1
+    missing = ["--checkpoint", str(tmp_path / "missing.pt")]
+    assert main(_infer("--input", str(pet4), "--output", str(tmp_path / "o2"), "--no-progress", *missing)) == 1
     assert "--allow-untrained" in capsys.readouterr().err
     assert not (tmp_path / "o2").exists()
 
@@ -101,6 +105,7 @@ def test_monai_bundle_config_workflow(pet4, tmp_path):
         output_dir=str(out),
         format="nifti",
         allow_untrained=True,
+        checkpoint=NO_WEIGHTS,
         progress=False,
         network_def=json.loads(CONV_NET),
     )

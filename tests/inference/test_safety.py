@@ -25,7 +25,9 @@ from rat_monai.inference.config_values import Plain
 pytestmark = pytest.mark.filterwarnings("ignore::rat_monai.data.SliceSpacingWarning")
 
 REPO = Path(__file__).resolve().parents[2]
-TINY = ["--allow-untrained", "--no-progress"] + [
+# the bundles ship weights for their DEFAULT network: a tiny untrained one must not load them (a missing checkpoint)
+NO_WEIGHTS = str(REPO / "tests" / "no_such_checkpoint.pt")
+TINY = ["--allow-untrained", "--no-progress", "--checkpoint", NO_WEIGHTS] + [
     a for o in ("width=8", "network_def#middle_blocks=1", "network_def#layers_per_block=1",
                 "network_def#enc_blocks=[1,1]", "network_def#dec_blocks=[1,1]", "region_method=intensity")
     for a in ("--override", o)
@@ -175,7 +177,7 @@ def test_user_values_are_not_evaluated(real_pet_dir, tmp_path, capsys, monkeypat
     with pytest.raises(FileNotFoundError, match="checkpoint not found: @width"):  # a reference stays text
         ScanRestorer.from_bundle(REPO / "bundles" / "rat_pet", checkpoint="@width")
     restorer = ScanRestorer.from_bundle(REPO / "bundles" / "rat_pet", allow_untrained=True, device="cpu",
-                                        series_uid=Plain("%width"), width=8)  # fmt: skip
+                                        checkpoint=NO_WEIGHTS, series_uid=Plain("%width"), width=8)  # fmt: skip
     assert restorer.series_uid == "%width"
 
 
