@@ -295,19 +295,19 @@ def markdown(rows: list[dict], meta: dict) -> str:
         "",
         "## Forward (eval, no grad, batch 1)",
         "",
-        "| size | layout | dtype | seconds (median) | model GFLOP | of which region attn | roofline s | ratio | "
+        "| size | layout | dtype | threads | seconds (median) | model GFLOP | of which region attn | roofline s | ratio | "
         "achieved GFLOP/s | matmul GFLOP/s fp32/bf16 | bf16/fp32 time | PSNR vs fp32 dB | load |",
-        "| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for r in sorted((r for r in rows if r["kind"] == "forward"), key=lambda r: (r["size"], r["layout"], r["dtype"])):
         if "error" in r:
-            out.append(f"| {r['size']} | {r['layout']} | {r['dtype']} | {r['error']} |" + " |" * 9)
+            out.append(f"| {r['size']} | {r['layout']} | {r['dtype']} | {r['threads']} | {r['error']} |" + " |" * 9)
             continue
         fp32 = by_id.get(f"forward {r['size']} {r['layout']} fp32")
         rel = r["seconds"] / fp32["seconds"] if r["dtype"] == "bf16" and fp32 and "seconds" in fp32 else None
         rates = r["matmul_gflops"]
         out.append(
-            f"| {r['size']} | {r['layout']} | {r['dtype']} | {r['seconds']:.3f} (spread "
+            f"| {r['size']} | {r['layout']} | {r['dtype']} | {r['threads']} | {r['seconds']:.3f} (spread "
             f"{min(r['seconds_all']):.3f}-{max(r['seconds_all']):.3f}) | {r['model_flops'] / 1e9:.1f} | "
             f"{r['region_attention_flops'] / 1e9:.1f} | {r['roofline_s']:.3f} | **{r['ratio']:.2f}** | "
             f"{r['achieved_gflops']:.0f} | {rates['fp32']:.0f}/{rates['bf16']:.0f} | {_fmt(rel, '.2f')} | "
