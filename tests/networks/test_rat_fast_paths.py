@@ -237,3 +237,28 @@ def test_bf16_close_to_fp32_on_real_slices(real_pet_dir, real_ct_dir):
         psnr = 10 * np.log10(float(ref.max() - ref.min()) ** 2 / mse)
         print(f"bf16 vs fp32 on the real {modality} slice: {psnr:.1f} dB")
         assert psnr >= 45.0, f"{modality}: {psnr:.1f} dB"
+
+
+def test_use_region_attention_false_is_wmsa_only():
+    """use_region_attention=False: the output ignores the region map, R-MSA gets no gradient, keys are unchanged."""
+    torch.manual_seed(0)
+    kwargs = {"width": 8, "middle_blocks": 1, "layers_per_block": 1}
+    full, wmsa = RAT(**kwargs), RAT(use_region_attention=False, **kwargs)
+    assert list(full.state_dict()) == list(wmsa.state_dict())
+    wmsa.load_state_dict(full.state_dict())
+    for net in (full, wmsa):  # non-zero layer scales, so R-MSA would change the output if it ran
+        for name, p in net.named_parameters():
+            if name.endswith("scale_region") or name.endswith("scale_window"):
+                torch.nn.init.constant_(p, 0.5)
+    x = torch.rand(1, 1, 32, 32)
+    one = torch.zeros(1, 32, 32, dtype=torch.long)
+    split = (torch.arange(32) >= 16).long().view(1, 1, 32).expand(1, 32, 32)
+    assert not torch.allclose(full(x, one), full(x, split))
+    for layout in ("nhwc", "nchw"):
+        wmsa.layout = layout
+        torch.testing.assert_close(wmsa(x, one), wmsa(x, split), rtol=0, atol=0)
+    wmsa.layout = "nhwc"
+    wmsa(x, split).sum().backward()
+    grads = {n: p.grad for n, p in wmsa.named_parameters()}
+    assert all(g is None for n, g in grads.items() if ".region_attn." in n or n.endswith("scale_region"))
+    assert all(g is not None for n, g in grads.items() if ".window_attn." in n)

@@ -57,6 +57,9 @@ class RATLayer(nn.Module):
         attn_scale: logit scale of both attentions. Defaults to None, meaning ``num_heads ** -0.5``.
         region_attention: ``"packed"`` or ``"dense"``. Defaults to "packed".
         score_budget: packed region attention score-block budget. Defaults to ``DEFAULT_SCORE_BUDGET``.
+        use_region_attention: False drops the R-MSA branch (``x + ls_r * RMSA(...)``) from the computation: the
+            "W-MSA only" ablation of the paper. Its parameters stay in the module (unused, no gradients), so state
+            dicts keep the same keys as the full layer. Defaults to True.
     """
 
     def __init__(
@@ -68,8 +71,10 @@ class RATLayer(nn.Module):
         attn_scale: float | None = None,
         region_attention: str = "packed",
         score_budget: int = DEFAULT_SCORE_BUDGET,
+        use_region_attention: bool = True,
     ) -> None:
         super().__init__()
+        self.use_region_attention = bool(use_region_attention)
         hidden = int(channels * mlp_ratio)
         if hidden < 1:
             raise ValueError(f"mlp_ratio must give at least one hidden channel, got mlp_ratio={mlp_ratio}.")
@@ -85,15 +90,17 @@ class RATLayer(nn.Module):
         self.mlp_window = ConvMlp(channels, hidden)
 
     def forward(self, x: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
-        x = x + self.scale_region * self.region_attn(self.norm_region(x), regions)
+        if self.use_region_attention:
+            x = x + self.scale_region * self.region_attn(self.norm_region(x), regions)
         x = x + self.mlp_region(self.norm_region_mlp(x))
         x = x + self.scale_window * self.window_attn(self.norm_window(x))
         return x + self.mlp_window(self.norm_window_mlp(x))
 
     def forward_nhwc(self, x: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
         """The layer on channels-last ``x [B, H, W, C]`` (same function and parameters as ``forward``)."""
-        y = self.region_attn.forward_nhwc(self.norm_region.forward_nhwc(x), regions)
-        x = torch.addcmul(x, y, self.scale_region.view(-1))
+        if self.use_region_attention:
+            y = self.region_attn.forward_nhwc(self.norm_region.forward_nhwc(x), regions)
+            x = torch.addcmul(x, y, self.scale_region.view(-1))
         x = x + self.mlp_region.forward_nhwc(self.norm_region_mlp.forward_nhwc(x))
         y = self.window_attn.forward_nhwc(self.norm_window.forward_nhwc(x))
         x = torch.addcmul(x, y, self.scale_window.view(-1))

@@ -70,6 +70,8 @@ class RAT(nn.Module):
         amp: run the forward under ``torch.autocast`` with bfloat16 on the input's device (CPU or CUDA) and return
             the input's dtype: about half the time on CPUs with AVX512-BF16/AMX, close to but not equal to the
             float32 output. Ignored while scripting. Defaults to False (float32).
+        use_region_attention: False removes R-MSA from every RAT layer (W-MSA only: the paper's ablation); the
+            R-MSA parameters stay unused so state dicts keep their keys. Defaults to True.
 
     Raises:
         ValueError: for invalid arguments (and, in ``forward``, inputs of the wrong shape or dtype).
@@ -103,6 +105,7 @@ class RAT(nn.Module):
         layout: str = "nhwc",
         gradient_checkpointing: bool = False,
         amp: bool = False,
+        use_region_attention: bool = True,
     ) -> None:
         super().__init__()
         if in_channels < 1 or out_channels < 1 or width < 1:
@@ -163,6 +166,7 @@ class RAT(nn.Module):
                     region_attention=region_attention,
                     score_budget=score_budget,
                     gradient_checkpointing=gradient_checkpointing,
+                    use_region_attention=use_region_attention,
                 )
                 for _ in range(middle_blocks)
             ]
