@@ -96,7 +96,7 @@ class PairedSliceDataset(CacheDataset):
     both files). Slices are kept when MORE THAN ``min_fraction`` (default 1 %) of the LABEL's pixels exceed
     ``air_threshold`` (default 0.1 SUV for PET, -500 HU for CT; in the units the volume transform produces): air-only
     slices above/below the body are dropped. Each kept slice becomes ``{"image": MetaTensor [C, X, Y], "label": [C,
-    X, Y], "slice_index", "source_image", "source_label", <other non-path entries of the item>}`` (see
+    X, Y], "slice_index", "source_image", "source_label", <other entries that every item has>}`` (see
     :func:`slice_volume_pair`).
 
     Then ``CacheDataset`` takes over with ``transform``: its deterministic prefix (e.g. a region-map transform
@@ -158,7 +158,11 @@ class PairedSliceDataset(CacheDataset):
         self.min_fraction = float(min_fraction)
         self.volume_info: list[dict] = []
         slices: list[dict] = []
-        for i, item in enumerate(tqdm(list(data), desc="load volumes", disable=not progress, unit="pair")):
+        data = list(data)
+        # only entries that every item has travel with the slices: a datalist merged from differently described
+        # folders (e.g. phantoms as NIfTI only, real-derived pairs with their DICOM folders too) still batches
+        shared_keys = set.intersection(*(set(item) for item in data if isinstance(item, dict))) if data else set()
+        for i, item in enumerate(tqdm(data, desc="load volumes", disable=not progress, unit="pair")):
             if not isinstance(item, dict) or "image" not in item or "label" not in item:
                 raise ValueError(f"data item {i} must be a dict with 'image' and 'label' keys, got {item!r:.200}.")
             d = volume_transform(dict(item))
@@ -171,7 +175,11 @@ class PairedSliceDataset(CacheDataset):
                         f"{type(vol).__name__} {tuple(getattr(vol, 'shape', ()))}; check volume_transform."
                     )
             self.check_geometry(img, lab, src_i, src_l)
-            extra = {k: v for k, v in item.items() if k not in ("image", "label") and isinstance(v, (str, int, float))}
+            extra = {
+                k: v
+                for k, v in item.items()
+                if k in shared_keys and k not in ("image", "label") and isinstance(v, (str, int, float))
+            }
             pair_slices = slice_volume_pair(img, lab, self.air_threshold, self.min_fraction, src_i, src_l, extra)
             self.volume_info.append(
                 {"source_image": src_i, "source_label": src_l, "slices": int(img.shape[-1]), "kept": len(pair_slices)}

@@ -97,6 +97,18 @@ class TestPairedSliceDataset(unittest.TestCase):
         self.assertEqual(tuple(batch["image"].shape), (3, 1, 12, 10))
         self.assertEqual(len(batch["slice_index"]), 3)
 
+    def test_items_with_different_extra_keys_batch_together(self):
+        """A merged datalist (one item with a DICOM folder key, one without) must still collate into batches."""
+        item_a, _, _ = _pair(self.tmp, "a")
+        item_b, _, _ = _pair(self.tmp, "b", seed=1)
+        item_a["image_dicom"], item_a["source"] = "dicom/a/low", "real"
+        item_b["source"] = "phantom"
+        ds = PairedSliceDataset([item_a, item_b], volume_transform=self.loader, progress=False, air_threshold=0.5)
+        self.assertTrue(all("image_dicom" not in ds[i] for i in range(len(ds))))
+        self.assertEqual({ds[i]["source"] for i in range(len(ds))}, {"real", "phantom"})
+        for batch in DataLoader(ds, batch_size=len(ds)):
+            self.assertEqual(len(batch["source"]), len(ds))
+
     def test_geometry_mismatch_names_both_files(self):
         item, img, lab = _pair(self.tmp, "a")
         shifted = AFFINE.copy()
