@@ -5,13 +5,19 @@
 ``shared_data(...)`` returns a path under ``../shared/data`` (beside the repository). When that folder is absent
 the test is skipped with the reason, except under CI (``CI=true``), where its absence is a failure: CI always runs
 with ``../shared`` beside the clone, so a missing folder there means the test would silently check nothing.
+
+``shipped_weights(bundle)`` (fixture) returns a bundle's shipped ``models/model.pt`` with the same rule, except that a
+bundle that ships weights (or whose model.pt git tracks) fails without it everywhere.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -48,5 +54,58 @@ def real_ct_dir() -> Path:
 
 
 @pytest.fixture
+def real_ct_test_dir() -> Path:
+    """The CT bundle's held-out test patient (CRLM-CT-1006)."""
+    return shared_data("real", "ct_crlm1006", "CRLM-CT-1006", "image")
+
+
+@pytest.fixture
 def meta_schema_path() -> Path:
     return shared_data("monai", "meta_schema_20240725.json")
+
+
+@pytest.fixture
+def dicom_subset(tmp_path):
+    """``dicom_subset(series, start, count)`` copies slices ``start : start + count`` of a DICOM series folder, in z
+    order along the slice normal, to a new folder under ``tmp_path`` (so the input folder is the test's own)."""
+    import pydicom
+
+    def copy(series: Path, start: int, count: int) -> Path:
+        files = sorted(Path(series).glob("*.dcm"))
+        heads = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
+        normal = np.cross(*np.asarray(heads[0].ImageOrientationPatient, float).reshape(2, 3))
+        order = np.argsort([float(np.dot(normal, np.asarray(h.ImagePositionPatient, float))) for h in heads])
+        dst = tmp_path / f"{Path(series).name}_{start}_{count}"
+        dst.mkdir()
+        for i in order[start : start + count]:
+            shutil.copy2(files[i], dst / files[i].name)
+        return dst
+
+    return copy
+
+
+# bundles that must ship trained weights; any other bundle's models/model.pt is required once git tracks it
+SHIPS_WEIGHTS = ("rat_pet",)
+
+
+@pytest.fixture
+def shipped_weights():
+    """``shipped_weights(bundle)`` -> ``bundles/<bundle>/models/model.pt``, the trained weights the bundle ships.
+
+    Required (a failure when absent) for the bundles in ``SHIPS_WEIGHTS``, for a bundle whose model.pt git tracks, and
+    for every bundle under CI (``CI=true``); otherwise a bundle without weights yet is skipped with the reason.
+    """
+
+    def get(bundle: str) -> Path:
+        path = REPO_ROOT / "bundles" / bundle / "models" / "model.pt"
+        if path.is_file():
+            return path
+        rel = path.relative_to(REPO_ROOT).as_posix()
+        tracked = subprocess.run(["git", "ls-files", "--error-unmatch", rel], cwd=REPO_ROOT,
+                                 capture_output=True).returncode == 0  # fmt: skip
+        msg = f"{rel}: no shipped weights (train the bundle and commit models/model.pt, see its docs/README.md)"
+        if bundle in SHIPS_WEIGHTS or tracked or under_ci():
+            pytest.fail(msg + (" -- CI=true requires it" if under_ci() else ""))
+        pytest.skip(msg)
+
+    return get
