@@ -35,6 +35,7 @@ TINY_RAT = {
     "network_def#middle_blocks": 1,
     "network_def#layers_per_block": 1,
     "allow_untrained": True,
+    "checkpoint": str(REPO / "tests" / "no_such_checkpoint.pt"),  # not the shipped weights (default network only)
     "progress": False,
 }
 
