@@ -122,6 +122,7 @@ def test_infer_restores_a_real_scan_without_allow_untrained(bundle, shipped_weig
     assert restored.shape == source.shape and np.isfinite(restored).all()
     rng = metric_settings(modality).get("data_range") or float(source.max())
     close = psnr(*prepare_pair(restored, source, modality), rng)
+    print(f"{bundle}: PSNR(restored, full-dose input) {close:.2f} dB (data range {rng:g})")
     assert 30.0 < close < 99.0, f"restored vs the full-dose input: {close:.2f} dB"
 
 
