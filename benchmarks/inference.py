@@ -9,7 +9,7 @@ region stage again with the filled region cache (what a re-run pays). Recorded p
 write): seconds and seconds per slice (wall and CPU), plus the peak resident memory of the process. The network is
 the bundle's ``network_def`` (StackedRegionRAT, full depth) with UNTRAINED weights (seed 0) and ``--width`` (default
 64, the paper's): the time does not depend on the weights. Region maps use the bundle's ``region_method`` ("auto":
-the offline felzenszwalb partitioner without a SAM checkpoint).
+the offline tissue partitioner without a SAM checkpoint; --region-method picks another).
 
 Usage::
 
@@ -18,6 +18,7 @@ Usage::
     python benchmarks/inference.py --width 64 --slices 8 --tag w64   # network cost at full width on 8 slices
     python benchmarks/inference.py --bf16 --tag bf16                 # bfloat16 autocast (the bundle's amp=true)
     python benchmarks/inference.py --layout nchw --tag nchw          # the reference NCHW path ("before" issue 14)
+    python benchmarks/inference.py --configs ct --slices 8 --region-method felzenszwalb --tag ct_felzenszwalb
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ def _child(
     slices: int,
     amp: bool = False,
     layout: str = "nhwc",
+    region_method: str | None = None,
 ) -> dict:
     import warnings
 
@@ -89,6 +91,7 @@ def _child(
         progress=False,
         amp=amp,
         **{"network_def#layout": layout},
+        **({"region_method": region_method} if region_method else {}),
     )
     with tempfile.TemporaryDirectory(prefix="bench-infer-") as tmp:
         if slices > 0:
@@ -123,7 +126,7 @@ def _run_config(name: str, args: argparse.Namespace) -> dict:
         str(args.slices),
         "--layout",
         args.layout,
-    ] + (["--bf16"] if args.bf16 else [])
+    ] + (["--bf16"] if args.bf16 else []) + (["--region-method", args.region_method] if args.region_method else [])
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.perf_counter() - t0
@@ -194,6 +197,7 @@ def main() -> None:
     parser.add_argument("--slices", type=int, default=0, help="only this many middle slices (0: the whole series)")
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the network (bundle id amp)")
     parser.add_argument("--layout", default="nhwc", choices=["nhwc", "nchw"], help="RAT layout (nchw: reference)")
+    parser.add_argument("--region-method", default=None, help="partitioner instead of the bundle's (e.g. felzenszwalb)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     parser.add_argument("--tag", default="", help="suffix of the result files, e.g. 'w64' -> inference_w64.json")
     parser.add_argument("--note", default="")
@@ -204,7 +208,7 @@ def main() -> None:
             json.dumps(
                 _child(
                     args.child, args.width, args.batch_size, args.threads, args.device, args.slices, args.bf16,
-                    args.layout,
+                    args.layout, args.region_method,
                 ),
                 default=str,
             )
@@ -223,6 +227,7 @@ def main() -> None:
         "slices": args.slices or "all",
         "precision": "bf16 autocast" if args.bf16 else "fp32",
         "layout": args.layout,
+        "region_method": args.region_method or "bundle default",
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
         "note": args.note,
     }

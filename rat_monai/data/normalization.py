@@ -8,7 +8,8 @@ Defaults (chosen so that the bulk of the data lands in about [0, 1] and nothing 
     - CT: ``y = (x - hu_min) / (hu_max - hu_min)`` with ``hu_min = -1024``, ``hu_max = 3072``: air -> 0, water ->
       0.25, dense bone ~0.5-0.75; no clipping, so -3024 HU outside the field of view maps to -0.49 and comes back.
 ``clip=True`` clips the output to [0, 1] (PET: SUV above ``suv_scale`` saturates); the inverse is then exact only
-for values that were inside the range. Without clipping ``denormalize_units(normalize_units(x)) == x`` up to float
+for values that were inside the range (:func:`clipped_mask` finds the others, so that a restorer can give them back
+unchanged: e.g. the CT bundle's -3024 HU padding outside the field of view). Without clipping ``denormalize_units(normalize_units(x)) == x`` up to float
 rounding: the affine map is evaluated in float64 for float16/32 inputs and rounded once, so the round-trip error is
 about one ulp of ``max(|x|, |hu_min|)``. With the CT defaults the range 4096 is a power of two, so the map is exact
 in float32 and every integer HU value in [-3024, 3072) comes back bit-exact.
@@ -24,7 +25,7 @@ import torch
 
 from .dicom import normalize_modality
 
-__all__ = ["NORMALIZATION_DEFAULTS", "normalization_params", "normalize_units", "denormalize_units"]
+__all__ = ["NORMALIZATION_DEFAULTS", "normalization_params", "normalize_units", "denormalize_units", "clipped_mask"]
 
 NdarrayOrTensorT = TypeVar("NdarrayOrTensorT", np.ndarray, torch.Tensor)
 
@@ -127,3 +128,16 @@ def denormalize_units(y: NdarrayOrTensorT, modality: str = "pet", **params: Any)
     p = normalization_params(modality, **params)
     offset, scale = _offset_scale(normalize_modality(modality), p)  # type: ignore[arg-type]
     return _affine_map(y, scale, offset)
+
+
+def clipped_mask(x: NdarrayOrTensorT, modality: str = "pet", **params: Any) -> NdarrayOrTensorT | None:
+    """Where ``normalize_units(x, modality, **params)`` clips (values outside the range), or None without ``clip``.
+
+    The network never sees those values, so a restoration should keep them as they were (the inverse cannot bring
+    them back). Same type as ``x`` (bool).
+    """
+    p = normalization_params(modality, **params)
+    if not p["clip"]:
+        return None
+    y = normalize_units(x, modality, **{**p, "clip": False})
+    return (y < 0.0) | (y > 1.0)

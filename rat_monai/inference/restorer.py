@@ -36,7 +36,7 @@ import torch
 from tqdm import tqdm
 
 import rat_monai
-from rat_monai.data.normalization import normalization_params, normalize_units
+from rat_monai.data.normalization import clipped_mask
 
 from .dicom_writer import DEFAULT_SERIES_SUFFIX, write_dicom_series, write_nifti
 from .safety import OUTPUT_MARK, check_input, check_output_folder, check_writable, validate_allow
@@ -599,15 +599,13 @@ class ScanRestorer:
         return np.asarray(normalize_units(x, self.modality, **self.normalization), dtype=np.float32)
 
     def _outside_clip_range(self, x: np.ndarray) -> np.ndarray | None:
-        """Mask of input values that ``clip=True`` normalisation clamps (the network never sees them), else None.
+        """Input voxels that ``clip=True`` normalisation clamps (the network never sees them): kept as they were.
 
-        Those voxels keep their input value in the restored scan: with the CT bundle's clip at [-1024, 3072] HU the
-        out-of-field-of-view padding (-3024 HU on many scanners) and metal above 3072 HU pass through unchanged.
+        With the CT bundle's clip at [-1024, 3072] HU the out-of-field-of-view padding (-3024 HU on many scanners)
+        and metal above 3072 HU pass through unchanged (the bundles' MONAI Label path does the same with
+        ``RestoreClippedd``).
         """
-        if not normalization_params(self.modality, **self.normalization)["clip"]:
-            return None
-        y = normalize_units(x, self.modality, **{**self.normalization, "clip": False})
-        return np.asarray((y < 0.0) | (y > 1.0))
+        return clipped_mask(x, self.modality, **self.normalization)
 
     def _denormalize(self, y: np.ndarray) -> np.ndarray:
         from rat_monai.data import denormalize_units

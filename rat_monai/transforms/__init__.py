@@ -13,6 +13,22 @@ from .regions import (  # noqa: E402
     RegionPartitionVolumed,
     RegionPartitionVolumeDict,
 )
-from .intensity import NormalizeUnits, NormalizeUnitsD, NormalizeUnitsd, NormalizeUnitsDict  # noqa: E402
-from .io import LoadVolume, LoadVolumeD, LoadVolumed, LoadVolumeDict  # noqa: E402
+from .intensity import (  # noqa: E402
+    NormalizeUnits,
+    NormalizeUnitsD,
+    NormalizeUnitsd,
+    NormalizeUnitsDict,
+    RestoreClippedD,
+    RestoreClippedd,
+    RestoreClippedDict,
+)
+from .io import (  # noqa: E402
+    LoadVolume,
+    LoadVolumeD,
+    LoadVolumed,
+    LoadVolumeDict,
+    WriteUnitsSidecard,
+    WriteUnitsSidecarD,
+    WriteUnitsSidecarDict,
+)
 from .spatial import paired_train_transforms  # noqa: E402

@@ -7,13 +7,14 @@ from __future__ import annotations
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
+import torch
 from monai.config import KeysCollection, NdarrayOrTensor
 from monai.data import MetaTensor
 from monai.transforms import InvertibleTransform, MapTransform, Transform
 from monai.utils import TraceKeys, TransformBackends, ensure_tuple_rep
 
 from rat_monai.data.dicom import normalize_modality
-from rat_monai.data.normalization import NORMALIZATION_DEFAULTS, denormalize_units, normalize_units
+from rat_monai.data.normalization import NORMALIZATION_DEFAULTS, clipped_mask, denormalize_units, normalize_units
 
 __all__ = [
     "NORMALIZATION_META_KEY",
@@ -21,6 +22,9 @@ __all__ = [
     "NormalizeUnitsd",
     "NormalizeUnitsD",
     "NormalizeUnitsDict",
+    "RestoreClippedd",
+    "RestoreClippedD",
+    "RestoreClippedDict",
 ]
 
 #: meta key holding ``{"modality": ..., **params}`` of the normalisation applied to a MetaTensor.
@@ -137,3 +141,47 @@ class NormalizeUnitsd(MapTransform, InvertibleTransform):
 
 
 NormalizeUnitsD = NormalizeUnitsDict = NormalizeUnitsd
+
+
+class RestoreClippedd(MapTransform):
+    """Give back, in the restored ``keys``, the source voxels that ``clip=True`` normalisation clamped.
+
+    The network never saw those values (e.g. -3024 HU CT padding outside the field of view), so the restoration
+    keeps them as they were: ``out[mask] = source[mask]`` with ``mask = clipped_mask(source, modality, **params)``
+    (:func:`rat_monai.data.normalization.clipped_mask`; nothing changes without ``clip``). Use it after the inverse
+    normalisation, with ``source_key`` a copy of the input taken before normalising (``CopyItemsd``).
+
+    Args:
+        keys: restored tensors, in real units, shaped like the source.
+        source_key: the un-normalised input.
+        modality: "pet"/"PT" or "ct"/"CT".
+        allow_missing_keys: don't raise when a key is absent. Defaults to False.
+        params: the normalisation parameters (``clip``, ``hu_min``, ...).
+    """
+
+    def __init__(
+        self, keys: KeysCollection, source_key: str, modality: str, allow_missing_keys: bool = False, **params: Any
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.source_key, self.modality, self.params = source_key, modality, params
+
+    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
+        d = dict(data)
+        source = d[self.source_key]
+        mask = clipped_mask(source, self.modality, **self.params)
+        if mask is None:
+            return d
+        for key in self.key_iterator(d):
+            if tuple(d[key].shape) != tuple(source.shape):
+                raise ValueError(
+                    f"RestoreClippedd: {key!r} {tuple(d[key].shape)} and {self.source_key!r} {tuple(source.shape)} "
+                    "must have the same shape."
+                )
+            out = d[key].clone() if isinstance(d[key], torch.Tensor) else d[key].copy()
+            src = torch.as_tensor(source, device=out.device, dtype=out.dtype) if isinstance(out, torch.Tensor) else source
+            out[mask] = src[mask]
+            d[key] = out
+        return d
+
+
+RestoreClippedD = RestoreClippedDict = RestoreClippedd

@@ -1,6 +1,7 @@
 # Copyright (c) rat-monai contributors
 # Licensed under the Apache License, Version 2.0
-"""MONAI transforms that load PET/CT volumes in real units (wrappers of :func:`rat_monai.data.load_volume`)."""
+"""MONAI transforms that load PET/CT volumes in real units (wrappers of :func:`rat_monai.data.load_volume`), and the
+one that declares the units of a NIfTI written by ``SaveImaged`` (so that the file reads back in the right units)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,19 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 from monai.utils import ensure_tuple_rep
 
+from rat_monai.data.dicom import normalize_modality
+from rat_monai.data.units import ASSUMED_UNITS, write_units_sidecar
 from rat_monai.data.volume import load_volume
 
-__all__ = ["LoadVolume", "LoadVolumed", "LoadVolumeD", "LoadVolumeDict"]
+__all__ = [
+    "LoadVolume",
+    "LoadVolumed",
+    "LoadVolumeD",
+    "LoadVolumeDict",
+    "WriteUnitsSidecard",
+    "WriteUnitsSidecarD",
+    "WriteUnitsSidecarDict",
+]
 
 
 class LoadVolume(Transform):
@@ -105,3 +116,48 @@ class LoadVolumed(MapTransform):
 
 
 LoadVolumeD = LoadVolumeDict = LoadVolumed
+
+
+class WriteUnitsSidecard(MapTransform):
+    """After ``SaveImaged(..., savepath_in_metadict=True)``: write the JSON units sidecar beside each saved NIfTI.
+
+    ``SaveImaged`` cannot state the units of what it writes; without a declaration a restored PET NIfTI could later
+    be read in the wrong units. This writes ``<name>.json`` = ``{"modality", "units", "written_by"}`` (the format
+    :func:`rat_monai.data.load_volume` reads first) next to the path ``SaveImaged`` recorded under
+    ``meta["saved_to"]``.
+
+    Args:
+        keys: keys whose tensors were saved (their ``meta`` holds ``"saved_to"``).
+        modality: "pet"/"PT" or "ct"/"CT".
+        units: units of the saved values. Defaults to None, meaning what the bundles compute in (SUV for PET, HU for
+            CT: ``rat_monai.data.units.ASSUMED_UNITS``).
+        allow_missing_keys: don't raise for absent keys. Defaults to False.
+
+    Raises:
+        ValueError: a tensor without ``meta["saved_to"]`` (``SaveImaged`` must run first with
+            ``savepath_in_metadict=True``), or a modality without assumed units.
+    """
+
+    def __init__(
+        self, keys: KeysCollection, modality: str, units: str | None = None, allow_missing_keys: bool = False
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.modality = normalize_modality(modality)
+        if units is None and self.modality not in ASSUMED_UNITS:
+            raise ValueError(f"no assumed units for modality {modality!r}: pass units= ('suv', 'bqml' or 'hu').")
+        self.units = units or ASSUMED_UNITS[self.modality]
+
+    def __call__(self, data: Mapping[Hashable, MetaTensor]) -> dict[Hashable, MetaTensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            saved = getattr(d[key], "meta", {}).get("saved_to")
+            if not saved:
+                raise ValueError(
+                    f"{key!r} has no meta['saved_to']: run SaveImaged(..., savepath_in_metadict=True) before "
+                    "WriteUnitsSidecard."
+                )
+            write_units_sidecar(saved, self.modality, self.units, written_by="rat-monai SaveImaged")
+        return d
+
+
+WriteUnitsSidecarD = WriteUnitsSidecarDict = WriteUnitsSidecard

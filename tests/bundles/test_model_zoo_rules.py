@@ -435,6 +435,11 @@ def test_infer_properties(bundle, tmp_path):
     assert zoo.shape == own.shape == nib.load(str(scan)).shape
     np.testing.assert_allclose(zoo.affine, own.affine)
     np.testing.assert_allclose(zoo.get_fdata(), own.get_fdata(), atol=1e-4, rtol=1e-5)
+    # ... and declares its units in a sidecar, so the written NIfTI reads back in SUV / HU, not as guessed units
+    side = json.loads((tmp_path / "zoo" / "scan_restored.json").read_text())
+    assert (side["modality"], side["units"]) == (("PT", "suv") if modality == "pet" else ("CT", "hu"))
+    back = load_volume(tmp_path / "zoo" / "scan_restored.nii.gz")
+    assert back.meta["units"] == side["units"] and back.meta["units_declared_by"].endswith("scan_restored.json")
 
 
 @pytest.mark.parametrize("bundle", BUNDLES)

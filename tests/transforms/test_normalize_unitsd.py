@@ -12,7 +12,8 @@ from monai.transforms import Compose, Invertd
 from parameterized import parameterized
 
 from rat_monai.data import denormalize_units, normalize_units
-from rat_monai.transforms import NormalizeUnits, NormalizeUnitsD, NormalizeUnitsd, NormalizeUnitsDict
+from rat_monai.data.normalization import clipped_mask
+from rat_monai.transforms import NormalizeUnits, NormalizeUnitsD, NormalizeUnitsd, NormalizeUnitsDict, RestoreClippedd
 from rat_monai.transforms.intensity import NORMALIZATION_META_KEY
 
 TEST_NDARRAYS = (np.array, torch.as_tensor, MetaTensor)
@@ -117,3 +118,18 @@ def test_auto_needs_modality_in_meta():
         NormalizeUnits("auto")(torch.zeros(1, 2, 2, 2))
     with pytest.raises(ValueError, match="needs the MetaTensor it produced"):
         NormalizeUnits("auto").inverse(torch.zeros(1, 2, 2, 2))
+
+
+def test_restore_clippedd_gives_back_clamped_voxels():
+    """CT with clip: the -3024 HU padding and 3500 HU metal come back from the source; the rest stays restored."""
+    source = torch.tensor([[[-3024.0, -1024.0, 0.0, 3500.0]]])
+    restored = torch.tensor([[[-1020.0, -1010.0, 5.0, 3070.0]]])
+    params = {"hu_min": -1024.0, "hu_max": 3072.0, "clip": True}
+    out = RestoreClippedd("pred", "src", "ct", **params)({"pred": restored, "src": source})["pred"]
+    torch.testing.assert_close(out, torch.tensor([[[-3024.0, -1010.0, 5.0, 3500.0]]]))
+    assert restored[0, 0, 0] == -1020.0, "the input tensor must not be modified"
+    np.testing.assert_array_equal(clipped_mask(source.numpy(), "ct", **params), [[[True, False, False, True]]])
+    # without clip nothing was clamped, so nothing is replaced
+    assert clipped_mask(source, "ct") is None
+    same = RestoreClippedd("pred", "src", "ct")({"pred": restored, "src": source})["pred"]
+    torch.testing.assert_close(same, restored)
