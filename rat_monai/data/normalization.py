@@ -9,7 +9,8 @@ Defaults (chosen so that the bulk of the data lands in about [0, 1] and nothing 
       0.25, dense bone ~0.5-0.75; no clipping, so -3024 HU outside the field of view maps to -0.49 and comes back.
 ``clip=True`` clips the output to [0, 1] (PET: SUV above ``suv_scale`` saturates); the inverse is then exact only
 for values that were inside the range (:func:`clipped_mask` finds the others, so that a restorer can give them back
-unchanged: e.g. the CT bundle's -3024 HU padding outside the field of view). Without clipping ``denormalize_units(normalize_units(x)) == x`` up to float
+unchanged: e.g. the CT bundle's -3024 HU padding outside the field of view).
+Without clipping ``denormalize_units(normalize_units(x)) == x`` up to float
 rounding: the affine map is evaluated in float64 for float16/32 inputs and rounded once, so the round-trip error is
 about one ulp of ``max(|x|, |hu_min|)``. With the CT defaults the range 4096 is a power of two, so the map is exact
 in float32 and every integer HU value in [-3024, 3072) comes back bit-exact.

@@ -178,7 +178,9 @@ class RestoreClippedd(MapTransform):
                     "must have the same shape."
                 )
             out = d[key].clone() if isinstance(d[key], torch.Tensor) else d[key].copy()
-            src = torch.as_tensor(source, device=out.device, dtype=out.dtype) if isinstance(out, torch.Tensor) else source
+            src = source
+            if isinstance(out, torch.Tensor):
+                src = torch.as_tensor(source, device=out.device, dtype=out.dtype)
             out[mask] = src[mask]
             d[key] = out
         return d
