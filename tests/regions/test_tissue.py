@@ -14,7 +14,7 @@ import torch
 from parameterized import parameterized
 from scipy import ndimage as ndi
 
-from conftest import shared_data
+from tests.conftest import shared_data
 from rat_monai.regions import (
     CtTissuePartitioner,
     FelzenszwalbPartitioner,
