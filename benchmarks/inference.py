@@ -82,16 +82,20 @@ def _child(
     from rat_monai.inference import ScanRestorer
 
     bundle, series = CONFIGS[name]
+    overrides = {"network_def#layout": layout} if layout != "nhwc" else {}  # nhwc: RAT's default, no config id
+    if region_method:
+        overrides["region_method"] = region_method
     restorer = ScanRestorer.from_bundle(
         ROOT / "bundles" / bundle,
+        # untrained weights of the requested width (the time does not depend on them): never the shipped model.pt
+        checkpoint=str(ROOT / "benchmarks" / "no-checkpoint.pt"),
         allow_untrained=True,
         width=width,
         batch_size=batch_size,
         device=device,
         progress=False,
         amp=amp,
-        **{"network_def#layout": layout},
-        **({"region_method": region_method} if region_method else {}),
+        **overrides,
     )
     with tempfile.TemporaryDirectory(prefix="bench-infer-") as tmp:
         if slices > 0:
