@@ -165,8 +165,9 @@ def _markdown(rows: list[dict], meta: dict) -> str:
         f"Network: bundle `network_def` (StackedRegionRAT, full depth), UNTRAINED, width {meta['width']}; batch size "
         f"{meta['batch_size']}; {meta['threads']} threads; device {meta['device']}; slices: {meta['slices']}; "
         f"{meta.get('precision', 'fp32')}, layout {meta.get('layout', 'nchw (before issue 14)')}. "
-        "Regions: the bundle's 'auto' "
-        "method (offline felzenszwalb, no SAM checkpoint). Output: DICOM series + NIfTI + PNG + report. One run per "
+        f"Regions: {meta.get('region_method', 'bundle default')} (the bundle default 'auto' is the offline "
+        "partitioner without a SAM checkpoint: felzenszwalb before issue 13, tissue after). Output: DICOM series + "
+        "NIfTI + PNG + report. One run per "
         "series in its own process, then its region stage again with the filled cache.",
         f"Machine: {meta['machine']}. {meta['note']}",
         "",
