@@ -10,9 +10,10 @@ MONAI Label pins numpy < 2 (through pydicom-seg and numpymaxflow), so this runs 
    (:func:`check_bundle_config`, also usable without monailabel);
 2. simulates a tiny paired NIfTI dataset (``rat_monai.data.simulate.simulate_dataset``) laid out as a MONAI Label
    studies folder (``studies/<subject>.nii.gz`` = low dose, ``studies/labels/final/<subject>.nii.gz`` = full dose);
-3. writes random-init weights to ``models/model.pt`` when the bundle has none (``BundleInferTask`` ignores a bundle
-   without weights), loads the bundle with ``monailabel.tasks.infer.bundle.BundleInferTask`` and runs one inference
-   request on a NIfTI volume, printing timings and the result's shape, dtype and range;
+3. copies the shipped ``models/model.pt`` (served as is at the bundle's width), or writes random-init weights when
+   the bundle has none (``BundleInferTask`` ignores a bundle without weights), loads the bundle with
+   ``monailabel.tasks.infer.bundle.BundleInferTask`` and runs one inference request on a NIfTI volume, printing
+   timings and the result's shape, dtype and range;
 4. runs ``monailabel.tasks.train.bundle.BundleTrainTask`` on the studies folder (``LocalDatastore``) for a few
    iterations (tiny overrides via ``_update_overrides``, the hook MONAI Label provides for that) and prints timings;
 5. runs the inference request again with the weights that training wrote (MONAI Label reloads on the file's mtime)
@@ -21,7 +22,7 @@ MONAI Label pins numpy < 2 (through pydicom-seg and numpymaxflow), so this runs 
 Usage (inside the monailabel venv)::
 
     python tests/integration/monailabel_check.py [--bundles bundles/rat_pet bundles/rat_ct] [--work DIR]
-        [--iterations 2] [--width 8] [--shape 64 64 6] [--device cpu]
+        [--iterations 2] [--width 0] [--shape 64 64 6] [--device cpu]
 
 Exit status 0 only when every step of every bundle worked. Importing this module has no side effects and needs
 neither monailabel nor a dataset (pytest does not collect it: the name does not match ``test_*.py``).
@@ -316,6 +317,9 @@ def run_bundle(src: Path, work: Path, args: argparse.Namespace) -> dict[str, Any
     if bundle.exists():
         shutil.rmtree(bundle)
     shutil.copytree(src, bundle, ignore=shutil.ignore_patterns("models", "eval", "dataset", "restored", "__pycache__"))
+    (bundle / "models").mkdir(exist_ok=True)
+    if (src / "models" / "model.pt").is_file():  # the shipped weights: MONAI Label serves the trained model
+        shutil.copy2(src / "models" / "model.pt", bundle / "models" / "model.pt")
     problems = check_bundle_config(bundle)
     summary["problems"] = problems
     for p in problems:
@@ -349,7 +353,8 @@ def run_bundle(src: Path, work: Path, args: argparse.Namespace) -> dict[str, Any
     }
     CheckInferTask, CheckTrainTask = _make_tasks(overrides, train_overrides)
 
-    if _write_random_weights(bundle, overrides):
+    shipped = not _write_random_weights(bundle, overrides)
+    if not shipped:
         _say(f"{name}: no weights in the bundle: wrote random-init network_def weights to models/model.pt")
 
     steps: dict[str, bool] = {}
@@ -362,7 +367,8 @@ def run_bundle(src: Path, work: Path, args: argparse.Namespace) -> dict[str, Any
              f"version={infer.version}")  # fmt: skip
         if not infer.is_valid():
             raise RuntimeError("BundleInferTask rejected the bundle (see the warning above)")
-        summary["infer"] = _infer(infer, images[0], args.device, f"{name}: infer request #1 (untrained weights)")
+        label = f"{name}: infer request #1 ({'shipped' if shipped else 'untrained'} weights)"
+        summary["infer"] = _infer(infer, images[0], args.device, label)
         steps["infer"] = summary["infer"]["ok"]
     except Exception:  # report and go on with training
         traceback.print_exc()
@@ -428,7 +434,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--work", default=None, help="scratch folder (default: a new temporary folder, removed)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder")
     parser.add_argument("--iterations", type=int, default=2, help="training iterations. Defaults to 2.")
-    parser.add_argument("--width", type=int, default=8, help="network width override (0: bundle's). Defaults to 8.")
+    parser.add_argument(
+        "--width", type=int, default=0,
+        help="network width override (0: the bundle's, which serves the shipped weights). Defaults to 0.",
+    )
     parser.add_argument("--patch", type=int, default=32, help="training patch size. Defaults to 32.")
     parser.add_argument("--shape", type=int, nargs=3, default=[64, 64, 6], help="simulated volume X Y Z.")
     parser.add_argument("--subjects", type=int, default=3, help="simulated pairs per bundle. Defaults to 3.")
