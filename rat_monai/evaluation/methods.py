@@ -192,7 +192,8 @@ def read_overrides(files: Sequence[str | os.PathLike], base: str | os.PathLike |
 
     A ``+id`` merge key whose ``id`` exists in the ``base`` config (the bundle's ``inference.json``) becomes one
     ``id#key`` entry per key of its dict, which is what MONAI's merge does; ``+id`` keys for sections the base lacks
-    (e.g. ``+train`` over ``inference.json``) only concern training and are left out.
+    (e.g. ``+train`` over ``inference.json``) only concern training and are left out, and so are plain ids whose
+    top-level id the base lacks (e.g. ``ckpt_dir`` of an ablation's training run).
 
     Raises:
         FileNotFoundError: a file is missing.
@@ -216,7 +217,9 @@ def read_overrides(files: Sequence[str | os.PathLike], base: str | os.PathLike |
             raise ValueError(f"override file {path} must hold a JSON object of config ids, got {type(content)}.")
         for key, value in content.items():
             if not str(key).startswith("+"):
-                out[key] = value
+                top = str(key).split("#")[0]
+                if base is None or top in parser or top in out:
+                    out[key] = value
                 continue
             target = str(key)[1:]
             if target not in parser and target not in out:

@@ -73,6 +73,19 @@ def _known(parser: Any, key: str) -> bool:
     return True
 
 
+def _new_component_arg(parser: Any, key: str) -> bool:
+    """``id#arg`` where ``id`` is a config component (a dict with ``_target_``): a keyword argument it can take.
+
+    MONAI's own ``monai.bundle run --network_def#arg value`` adds such a key; a misspelt argument then fails when the
+    component is built (a TypeError naming it), so nothing is silently ignored.
+    """
+    parent, sep, arg = key.rpartition("#")
+    if not sep or not arg.isidentifier() or not _known(parser, parent):
+        return False
+    node = parser[parent]
+    return isinstance(node, dict) and "_target_" in node
+
+
 def set_user_values(parser: Any, values: Mapping[str, Any], target_cls: type, target_id: str = "restorer") -> None:
     """Set each ``key: value``: a config id, or else an argument of ``target_cls`` (the object built at
     ``target_id``, set as ``target_id#key``). :class:`Plain` values are set with :func:`set_plain`, others as config
@@ -86,7 +99,7 @@ def set_user_values(parser: Any, values: Mapping[str, Any], target_cls: type, ta
     for key, value in values.items():
         setter = set_plain if isinstance(value, Plain) else parser.__setitem__
         value = value.value if isinstance(value, Plain) else value
-        if _known(parser, key):
+        if _known(parser, key) or _new_component_arg(parser, key):
             setter(parser, key, value) if setter is set_plain else setter(key, value)
         elif key in params:
             setter(parser, f"{target_id}#{key}", value) if setter is set_plain else setter(f"{target_id}#{key}", value)

@@ -114,3 +114,25 @@ def test_grid_regions_override_and_partitioner():
     assert get_partitioner("grid", cell_size=10**6)(np.random.rand(1, 50, 70)).max() == 0
     with pytest.raises(ValueError, match="cell_size"):
         get_partitioner("grid", cell_size=0)
+
+
+def test_ablation_overrides_build_the_ablated_restorer(tmp_path):
+    """What `rat-monai evaluate --override` does with an ablation file: train-only ids are dropped, the rest builds.
+
+    wmsa_only.json sets a new argument of the network component (network_def#use_region_attention), l1.json carries
+    train-only ids (ckpt_dir, +loss) that inference.json does not have.
+    """
+    from rat_monai.inference import ScanRestorer
+
+    root = BUNDLES / "rat_pet"
+    base = root / "configs" / "inference.json"
+    l1 = read_overrides([root / "configs" / "ablations" / "l1.json"], base)
+    assert "ckpt_dir" not in l1 and not any(k.startswith(("+", "loss")) for k in l1)
+    ids = read_overrides([root / "configs" / "ablations" / "wmsa_only.json"], base)
+    assert ids["network_def#use_region_attention"] is False and "ckpt_dir" not in ids
+    ids.pop("checkpoint", None)
+    restorer = ScanRestorer.from_bundle(root, progress=False, **ids)
+    layers = [m for m in restorer.network.modules() if hasattr(m, "use_region_attention")]
+    assert layers and not any(m.use_region_attention for m in layers)
+    with pytest.raises(ValueError, match="unknown override 'ckpt_dirr'"):
+        ScanRestorer.from_bundle(root, progress=False, ckpt_dirr="x")
