@@ -36,7 +36,7 @@ import torch
 from tqdm import tqdm
 
 import rat_monai
-from rat_monai.data.normalization import clipped_mask
+from rat_monai.data.normalization import clipped_mask, denormalize_units, normalize_units
 
 from .dicom_writer import DEFAULT_SERIES_SUFFIX, write_dicom_series, write_nifti
 from .safety import OUTPUT_MARK, check_input, check_output_folder, check_writable, validate_allow
@@ -594,8 +594,6 @@ class ScanRestorer:
 
     # ------------------------------------------------------------------ pieces of run
     def _normalize(self, x: np.ndarray) -> np.ndarray:
-        from rat_monai.data import normalize_units
-
         return np.asarray(normalize_units(x, self.modality, **self.normalization), dtype=np.float32)
 
     def _outside_clip_range(self, x: np.ndarray) -> np.ndarray | None:
@@ -608,8 +606,6 @@ class ScanRestorer:
         return clipped_mask(x, self.modality, **self.normalization)
 
     def _denormalize(self, y: np.ndarray) -> np.ndarray:
-        from rat_monai.data import denormalize_units
-
         return np.asarray(denormalize_units(y, self.modality, **self.normalization), dtype=np.float32)
 
     def _derivation(self) -> str:

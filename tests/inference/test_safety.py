@@ -21,19 +21,11 @@ from rat_monai.cli import main
 from rat_monai.data import load_volume
 from rat_monai.inference import ScanRestorer
 from rat_monai.inference.config_values import Plain
+from tests.inference.test_cli import NO_WEIGHTS, TINY  # the tiny untrained network the CLI tests use
 
 pytestmark = pytest.mark.filterwarnings("ignore::rat_monai.data.SliceSpacingWarning")
 
 REPO = Path(__file__).resolve().parents[2]
-# the bundles ship weights for their DEFAULT network: a tiny untrained one must not load them (a missing checkpoint)
-NO_WEIGHTS = str(REPO / "tests" / "no_such_checkpoint.pt")
-TINY = ["--allow-untrained", "--no-progress", "--checkpoint", NO_WEIGHTS] + [
-    a for o in ("width=8", "network_def#middle_blocks=1", "network_def#layers_per_block=1",
-                "network_def#enc_blocks=[1,1]", "network_def#dec_blocks=[1,1]", "region_method=intensity")
-    for a in ("--override", o)
-]  # fmt: skip
-
-
 class Identity(torch.nn.Module):
     def __init__(self) -> None:
         super().__init__()
