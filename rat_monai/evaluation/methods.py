@@ -47,8 +47,11 @@ logger = logging.getLogger(__name__)
 #: the strength grid searched on the validation split for each classical denoiser
 CLASSICAL_GRIDS: dict[str, tuple[float, ...]] = {
     "gaussian": (0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0),
-    "nlm": (0.4, 0.6, 0.8, 1.0, 1.3, 1.6, 2.0),
-    "bm3d": (0.5, 0.75, 1.0, 1.5, 2.0),
+    # the noise sigma is a whole-slice estimate: on PET, where most of a slice is zero-valued air, it is several
+    # times below the noise inside the body, so the factors reach far above 1 (the first grid, up to 2, left NLM and
+    # BM3D at the edge of the grid and almost the identity on PET)
+    "nlm": (0.4, 0.6, 0.8, 1.0, 1.3, 1.6, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0),
+    "bm3d": (0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0),
 }
 _PARAM_NAMES = {"gaussian": "sigma_px", "nlm": "h_over_sigma", "bm3d": "sigma_over_noise"}
 

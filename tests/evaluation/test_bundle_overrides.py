@@ -116,6 +116,29 @@ def test_grid_regions_override_and_partitioner():
         get_partitioner("grid", cell_size=0)
 
 
+def test_restore_rwkv_comparison_row_is_the_cpu_sized_restore_rwkv():
+    """ablations/restore_rwkv.json, merged over configs/restore_rwkv.json: Restore-RWKV at the shipped RAT's size.
+
+    The evidence table's Restore-RWKV row must be a network of similar parameter count (width 8: 0.86 M vs the shipped
+    RAT's 1.02 M), trained with the same iterations and data, into its own folder.
+    """
+    rwkv = BUNDLES / "rat_pet" / "configs" / "restore_rwkv.json"
+    path = ABLATIONS / "restore_rwkv.json"
+    assert path.read_text() == json.dumps(json.loads(path.read_text()), indent=4) + "\n"
+    train = _parser("rat_pet", "train", rwkv, path)
+    net = train.get_parsed_content("network_def")
+    rat = _parser("rat_pet", "train").get_parsed_content("network_def")
+    n_rwkv, n_rat = (sum(p.numel() for p in m.parameters()) for m in (net, rat))
+    assert type(net).__name__ == "RestoreRWKV" and 0.75 < n_rwkv / n_rat < 1.25
+    assert train.get_parsed_content("ckpt_dir").endswith("/models/ablations/restore_rwkv")
+    assert train.get_parsed_content("max_iterations") == _parser("rat_pet", "train").get_parsed_content(
+        "max_iterations"
+    )
+    infer = _parser("rat_pet", "inference", rwkv, path)
+    assert infer.get_parsed_content("checkpoint").endswith("/models/ablations/restore_rwkv/model.pt")
+    assert infer.get_parsed_content("network_def").state_dict().keys() == net.state_dict().keys()
+
+
 def test_ablation_overrides_build_the_ablated_restorer(tmp_path):
     """What `rat-monai evaluate --override` does with an ablation file: train-only ids are dropped, the rest builds.
 
