@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pydicom
 from monai.data import load_decathlon_datalist
 
 __all__ = ["build_datalist", "load_datalist", "split_counts", "split_by_patient", "add_arguments", "run"]
@@ -112,8 +113,6 @@ def _patient(rec: dict[str, Any], meta: dict[str, Any], name: str) -> str:
     if meta.get("patient"):
         return str(meta["patient"])
     if "dicom" in rec:
-        import pydicom
-
         for f in sorted(rec["dicom"][1].iterdir()):
             try:
                 pid = str(pydicom.dcmread(f, stop_before_pixels=True).get("PatientID", "") or "")

@@ -48,7 +48,6 @@ SeriesDescription / ImageComments "simulated 1/<d> dose from <source series>".
 from __future__ import annotations
 
 import logging
-import math
 import os
 import re
 import shutil
