@@ -3,7 +3,7 @@
 """Wall time of ``rat-monai simulate {ct,pet} --from SCAN`` on the real series in ../shared/data/real.
 
 The issue's target: the whole 51-slice 512x512 CT ``ct_crlm1006`` in minutes, not hours, on 2 cores. Each case is
-one run of :func:`rat_monai.data.simulate_real.simulate_from_scans` (DICOM + NIfTI written, figures, preview), timed
+one run of :func:`rat_monai.simulation.simulate_from_scans` (DICOM + NIfTI written, figures, preview), timed
 end to end (load, noise / OSEM, writing), with the 1-minute load average before and after and the peak RSS.
 
 Usage::
@@ -23,9 +23,14 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+import torch
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from benchmarks._memory import peak_rss_mib  # noqa: E402
+from rat_monai.data import load_volume  # noqa: E402
+from rat_monai.simulation import simulate_from_scans  # noqa: E402
 
 REAL = Path(os.environ.get("RAT_MONAI_SHARED", ROOT.parent / "shared")) / "data" / "real"
 CASES = {
@@ -43,11 +48,6 @@ def main() -> int:
     p.add_argument("--pet", action="store_true", help="also time the whole-body PET")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "simulate"))
     args = p.parse_args()
-    import numpy as np
-    import torch
-
-    from rat_monai.data.simulate_real import simulate_from_scans
-
     results = []
     for name in ["ct_crlm1006"] + (["pet_sts001"] if args.pet else []):
         modality, src, d = CASES[name]
@@ -57,8 +57,6 @@ def main() -> int:
             wall = time.perf_counter() - t0
             sim = json.loads((dl.parent / "simulation.json").read_text())
         fig = sim["subjects_figures"][0]
-        from rat_monai.data import load_volume
-
         shape = list(load_volume(src, units="stored").shape[1:])
         results.append({"case": name, "modality": modality, "shape": shape, "dose_reduction": d, "wall_s": round(wall, 1),
                         "per_slice_s": round(wall / shape[2], 3), "load_before": round(load0, 2),

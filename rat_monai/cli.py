@@ -23,7 +23,7 @@ __all__ = ["SUBCOMMANDS", "main"]
 
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "simulate": ("rat_monai.data.simulate", "simulate paired low-dose / full-dose PET or CT scans"),
+    "simulate": ("rat_monai.simulation.cli", "simulate paired low-dose / full-dose PET or CT scans"),
     "datalist": ("rat_monai.data.datalist", "build a Decathlon-style datalist.json from a folder of paired scans"),
     "regions": ("rat_monai.regions.cli", "write PNG overlays of region maps for a scan"),
     "infer": ("rat_monai.inference.cli", "restore a whole DICOM series or NIfTI scan with a bundle"),

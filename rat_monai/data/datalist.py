@@ -9,7 +9,7 @@ Format (read with MONAI's own ``monai.data.load_decathlon_datalist``)::
 
 Paths are relative to the datalist's folder (MONAI joins them with ``base_dir``).
 
-Naming convention recognised by :func:`build_datalist` (what :mod:`rat_monai.data.simulate` writes):
+Naming convention recognised by :func:`build_datalist` (what :mod:`rat_monai.simulation` writes):
 
 - NIfTI: ``<subject>_low.nii[.gz]`` (low quality -> "image") beside ``<subject>_full.nii[.gz]`` (-> "label"),
   in any subfolder. A sidecar ``<subject>_low.json`` may give "modality" / "units", copied into the entry.
@@ -21,7 +21,7 @@ The same ``<subject>`` name in both forms is one subject: "image"/"label" point 
 
 Several folders (e.g. a phantom set and sets made from real scans, ``rat-monai datalist A B --out merged.json``)
 merge into one datalist; a subject name found in two folders is prefixed with its folder's name. The split is by
-PATIENT (:func:`rat_monai.data.sim_output.split_by_patient`): each entry's "patient" comes from the sidecar, else
+PATIENT (:func:`split_by_patient`): each entry's "patient" comes from the sidecar, else
 the PatientID of the full-dose DICOM series, else the subject name; all scans of a patient land in one list.
 """
 
@@ -30,13 +30,18 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["build_datalist", "load_datalist", "add_arguments", "run"]
+import numpy as np
+import pydicom
+from monai.data import load_decathlon_datalist
+
+__all__ = ["build_datalist", "load_datalist", "split_counts", "split_by_patient", "add_arguments", "run"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,8 +58,6 @@ def load_datalist(path: str | os.PathLike, key: str = "training") -> list[dict]:
         path: the datalist JSON file.
         key: "training", "validation", "test" or another list key. Defaults to "training".
     """
-    from monai.data import load_decathlon_datalist
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
@@ -110,8 +113,6 @@ def _patient(rec: dict[str, Any], meta: dict[str, Any], name: str) -> str:
     if meta.get("patient"):
         return str(meta["patient"])
     if "dicom" in rec:
-        import pydicom
-
         for f in sorted(rec["dicom"][1].iterdir()):
             try:
                 pid = str(pydicom.dcmread(f, stop_before_pixels=True).get("PatientID", "") or "")
@@ -120,6 +121,72 @@ def _patient(rec: dict[str, Any], meta: dict[str, Any], name: str) -> str:
             if pid:
                 return pid
     return name
+
+
+def split_counts(n: int, split: Sequence[float] = (0.7, 0.15, 0.15)) -> tuple[int, int, int]:
+    """Numbers of (training, validation, test) items for ``n`` items and ``split`` fractions.
+
+    Validation and test get ``n * fraction`` items rounded half up, at least one each when their fraction is
+    positive and ``n`` allows (training keeps at least one); training gets the rest.
+
+    Args:
+        n: number of items (patients).
+        split: (training, validation, test) fractions, normalised by their sum. Defaults to (0.7, 0.15, 0.15).
+
+    Returns:
+        ``(n_training, n_validation, n_test)``, summing to ``n``.
+
+    Raises:
+        ValueError: ``split`` is not three non-negative fractions with a positive sum, or ``n`` < 1.
+    """
+    if len(split) != 3 or min(split) < 0 or sum(split) <= 0:
+        raise ValueError(f"split must be three non-negative fractions (training, validation, test), got {split}.")
+    if n < 1:
+        raise ValueError(f"need at least one subject, got {n}.")
+    tot = float(sum(split))
+    fr = [s / tot for s in split]
+    n_val = int(math.floor(n * fr[1] + 0.5 + 1e-9))  # round half up
+    n_test = int(math.floor(n * fr[2] + 0.5 + 1e-9))
+    if fr[1] > 0 and n_val == 0 and n >= 2:
+        n_val = 1
+    if fr[2] > 0 and n_test == 0 and n >= 3:
+        n_test = 1
+    while n_val + n_test > n - 1 and (n_val or n_test):
+        if n_test >= n_val and n_test:
+            n_test -= 1
+        else:
+            n_val -= 1
+    if fr[0] == 0 and n_val + n_test < n:  # no training wanted: give the rest to validation/test
+        n_test = n - n_val
+    return n - n_val - n_test, n_val, n_test
+
+
+def split_by_patient(
+    entries: Sequence[dict[str, Any]], split: Sequence[float] = (0.7, 0.15, 0.15), seed: int | None = None
+) -> tuple[list[dict], list[dict], list[dict]]:
+    """Split datalist ``entries`` into (training, validation, test) by PATIENT.
+
+    Entries are grouped by their ``"patient"`` (falling back to ``"subject"``), the patients are counted with
+    :func:`split_counts` and every entry of a patient goes to its patient's list: no patient is in two lists.
+
+    Args:
+        entries: datalist entries.
+        split: (training, validation, test) fractions. Defaults to (0.7, 0.15, 0.15).
+        seed: shuffle the patients (in order of first appearance) with ``numpy.random.default_rng(seed)``. None
+            keeps that order. Defaults to None.
+
+    Returns:
+        the (training, validation, test) entry lists.
+    """
+    groups: dict[str, list[dict]] = {}
+    for e in entries:
+        groups.setdefault(str(e.get("patient", e.get("subject", ""))), []).append(e)
+    patients = list(groups)
+    if seed is not None:
+        patients = [patients[i] for i in np.random.default_rng(seed).permutation(len(patients))]
+    n_train, n_val, _ = split_counts(len(patients), split)
+    parts = (patients[:n_train], patients[n_train : n_train + n_val], patients[n_train + n_val :])
+    return tuple([e for p in part for e in groups[p]] for part in parts)  # type: ignore[return-value]
 
 
 def build_datalist(
@@ -131,7 +198,7 @@ def build_datalist(
     """Pair the low / full scans found under ``folder`` (one or several; see the module docstring) into a datalist.
 
     Subjects are sorted by name, their patients shuffled with ``seed`` and split by patient with
-    :func:`rat_monai.data.sim_output.split_by_patient` (validation and test get at least one patient each when
+    :func:`split_by_patient` (validation and test get at least one patient each when
     there are enough).
 
     Args:
@@ -144,8 +211,6 @@ def build_datalist(
     Returns:
         the datalist dict.
     """
-    from rat_monai.data.sim_output import split_by_patient
-
     folders = [Path(folder)] if isinstance(folder, (str, os.PathLike)) else [Path(f) for f in folder]
     if not folders:
         raise ValueError("give at least one folder of paired scans.")

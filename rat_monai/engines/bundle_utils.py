@@ -79,7 +79,7 @@ def ensure_dataset(
                 f"`rat-monai datalist {folder}` or point the bundle's `datalist` id at your datalist JSON "
                 "(an empty or missing dataset_dir gets a simulated dataset instead)."
             )
-        from rat_monai.data.simulate import simulate_dataset
+        from rat_monai.simulation import simulate_dataset
 
         logger.warning(
             f"no datalist at {datalist}: simulating a small paired {modality.upper()} dataset there first "

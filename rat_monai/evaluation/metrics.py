@@ -9,7 +9,7 @@ Data ranges (stated in every result file, see :func:`metric_settings`):
   (one fixed range per patient, so the slices of a volume are comparable and a cold slice is not scored on its own
   tiny range).
 
-Metrics per slice: PSNR (via :func:`rat_monai.data.simulate.masked_psnr`, the project's PSNR), SSIM (MONAI's
+Metrics per slice: PSNR (:func:`psnr`, the project's PSNR, also used by the simulator's figures), SSIM (MONAI's
 ``SSIMMetric``, the one the training handlers use), region-wise PSNR (mean over the regions of the region map the
 focal region loss sees, restricted to regions inside the body) and, for PET, the relative bias of SUVmax and SUVmean
 in the hottest structures: the top 1 % of the full-dose body voxels of the slice.
@@ -22,8 +22,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
+from monai.metrics import SSIMMetric
 
-from rat_monai.data.simulate import masked_psnr
 from rat_monai.data.slicing import DEFAULT_AIR_THRESHOLD
 
 __all__ = [
@@ -80,8 +80,6 @@ def prepare_pair(
 
 def ssim(pred: np.ndarray, ref: np.ndarray, data_range: float) -> float:
     """SSIM of one 2D slice with MONAI's ``SSIMMetric`` (11x11 Gaussian window, as in training validation)."""
-    from monai.metrics import SSIMMetric
-
     x = torch.as_tensor(np.asarray(pred, np.float32))[None, None]
     y = torch.as_tensor(np.asarray(ref, np.float32))[None, None]
     win = min(11, *x.shape[-2:])
@@ -90,10 +88,29 @@ def ssim(pred: np.ndarray, ref: np.ndarray, data_range: float) -> float:
     return float(metric(x, y).mean())
 
 
-def psnr(pred: np.ndarray, ref: np.ndarray, data_range: float, mask: np.ndarray | None = None) -> float:
-    """PSNR (dB) with a fixed ``data_range`` (the project's :func:`~rat_monai.data.simulate.masked_psnr`), capped at
-    :data:`MSE_FLOOR_DB` so that an exact restoration does not put +inf into a mean."""
-    return min(masked_psnr(pred, ref, mask, data_range=data_range), MSE_FLOOR_DB)
+def psnr(
+    pred: np.ndarray, ref: np.ndarray, data_range: float | None = None, mask: np.ndarray | None = None
+) -> float:
+    """PSNR (dB) of ``pred`` against ``ref`` over ``mask``, capped at :data:`MSE_FLOOR_DB` so that an exact
+    restoration does not put +inf into a mean.
+
+    Args:
+        pred: the image to score.
+        ref: the reference, same shape.
+        data_range: the peak of the PSNR. Defaults to the range (max - min) of ``ref`` over ``mask``.
+        mask: boolean mask of the pixels that count, same shape. Defaults to None (all).
+
+    Returns:
+        ``10 log10(data_range^2 / MSE)`` in dB, at most :data:`MSE_FLOOR_DB`.
+    """
+    p = np.asarray(pred, np.float64)
+    r = np.asarray(ref, np.float64)
+    if mask is not None:
+        p, r = p[mask], r[mask]
+    if data_range is None:
+        data_range = float(r.max() - r.min())
+    mse = float(np.mean((p - r) ** 2))
+    return MSE_FLOOR_DB if mse == 0 else min(10.0 * math.log10(data_range**2 / mse), MSE_FLOOR_DB)
 
 
 def region_psnr(

@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from .dicom_writer import quantize_slice, write_dicom_series, write_nifti
+from rat_monai.data.writers import quantize_slice, write_dicom_series, write_nifti
 from .overview import save_overview
 from .restorer import FORMATS, ScanRestorer, bundle_version
 

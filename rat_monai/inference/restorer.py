@@ -38,7 +38,7 @@ from tqdm import tqdm
 import rat_monai
 from rat_monai.data.normalization import clipped_mask, denormalize_units, normalize_units
 
-from .dicom_writer import DEFAULT_SERIES_SUFFIX, write_dicom_series, write_nifti
+from rat_monai.data.writers import DEFAULT_SERIES_SUFFIX, write_dicom_series, write_nifti
 from .safety import OUTPUT_MARK, check_input, check_output_folder, check_writable, validate_allow
 
 __all__ = ["ScanRestorer", "bundle_version", "FORMATS"]

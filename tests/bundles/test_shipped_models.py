@@ -6,7 +6,7 @@
   and ``inference.json``, through both loaders that read it (``ScanRestorer`` and MONAI's ``CheckpointLoader``);
 - ``rat-monai infer`` restores a real scan with it, without ``--allow-untrained``;
 - on simulated low-dose slices of the held-out TEST patient of each bundle (PET: STS_001 at 1/12 dose; CT:
-  CRLM-CT-1006 at 1/4 dose, made with ``rat_monai.data.simulate_real``, seed 0), the restoration is closer to full
+  CRLM-CT-1006 at 1/4 dose, made with ``rat_monai.simulation.from_scans``, seed 0), the restoration is closer to full
   dose than the low-dose input: PSNR with the evaluation's conventions (CT: HU window [-1000, 1000], data range
   2000 HU; PET: SUV, data range = full-dose SUVmax of the slices).
 
@@ -28,9 +28,10 @@ from monai.bundle import ConfigParser
 
 from rat_monai.cli import main
 from rat_monai.data import load_volume
-from rat_monai.data.simulate_real import simulate_from_scans
+from rat_monai.data.writers import write_nifti
 from rat_monai.evaluation.metrics import metric_settings, prepare_pair, psnr
-from rat_monai.inference import ScanRestorer, write_nifti
+from rat_monai.inference import ScanRestorer
+from rat_monai.simulation import simulate_from_scans
 
 pytestmark = pytest.mark.filterwarnings("ignore::rat_monai.data.SliceSpacingWarning")
 

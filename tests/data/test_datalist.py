@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 import pytest
+from monai.bundle import ConfigParser
 from parameterized import parameterized
 
 from rat_monai.cli import main
-from rat_monai.data import build_datalist, load_datalist
+from rat_monai.data import PairedSliceDataset, build_datalist, load_datalist
+from rat_monai.data.datalist import split_counts
+from rat_monai.simulation import simulate_dataset
 
 
 def _touch(path: Path, text: str = "x") -> Path:
@@ -38,8 +42,6 @@ CASES = [
 
 @parameterized.expand(CASES)
 def test_build_and_load(nifti, dicom, keys):
-    import tempfile
-
     with tempfile.TemporaryDirectory() as td:
         root = Path(td) / "scans"
         _make(root, nifti, dicom)
@@ -83,8 +85,6 @@ def test_sidecar_units_unpaired_and_duplicates(tmp_path):
 
 
 def test_simulator_folder_round_trip(tmp_path):
-    from rat_monai.data.simulate import simulate_dataset
-
     sim = simulate_dataset(tmp_path / "sim", "ct", subjects=3, seed=0, shape=(16, 16, 2), progress=False,
                            preview=False)
     dl = build_datalist(sim.parent)
@@ -158,9 +158,6 @@ def test_merge_folders_split_by_patient(tmp_path):
 def test_merged_simulated_folders_train_format(tmp_path):
     """A merged datalist of two simulated folders is what the bundles' train.json consumes: ``load_datalist`` +
     ``PairedSliceDataset`` (the ids train#dataset / validate#dataset), with a patient-level split."""
-    from rat_monai.data import PairedSliceDataset
-    from rat_monai.data.simulate import simulate_dataset
-
     for seed in (0, 1):
         simulate_dataset(tmp_path / f"sim{seed}", "ct", subjects=3, seed=seed, shape=(16, 16, 2), progress=False,
                          preview=False, formats=("nifti",))
@@ -168,8 +165,6 @@ def test_merged_simulated_folders_train_format(tmp_path):
     dl = build_datalist([tmp_path / "sim0", tmp_path / "sim1"], out=out, seed=0)
     pats = _patients(dl)
     assert sum(len(p) for p in pats.values()) == 6 and len(set().union(*pats.values())) == 6
-    from monai.bundle import ConfigParser
-
     bundles = Path(__file__).resolve().parents[2] / "bundles"
     for name in ("rat_ct", "rat_pet"):  # each bundle's own expression for its training / validation data
         parser = ConfigParser()
@@ -183,3 +178,20 @@ def test_merged_simulated_folders_train_format(tmp_path):
     ds = PairedSliceDataset(data, modality="ct", cache_rate=0.0, progress=False)
     item = ds[0]
     assert tuple(item["image"].shape) == (1, 16, 16) and item["image"].meta["units"] == "hu"
+
+
+# (n, split, expected (training, validation, test))
+SPLIT_CASES = [
+    (1, (0.7, 0.15, 0.15), (1, 0, 0)),
+    (2, (0.7, 0.15, 0.15), (1, 1, 0)),
+    (3, (0.7, 0.15, 0.15), (1, 1, 1)),
+    (10, (0.7, 0.15, 0.15), (6, 2, 2)),
+    (9, (0.7, 0.15, 0.15), (7, 1, 1)),
+    (20, (0.8, 0.1, 0.1), (16, 2, 2)),
+    (5, (1.0, 0.0, 0.0), (5, 0, 0)),
+]
+
+
+@parameterized.expand(SPLIT_CASES)
+def test_split_counts(n, split, expected):
+    assert split_counts(n, split) == expected

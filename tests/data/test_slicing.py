@@ -2,6 +2,7 @@
 # Licensed under the Apache License, Version 2.0
 from __future__ import annotations
 
+import tempfile
 import unittest
 import warnings
 from pathlib import Path
@@ -15,7 +16,9 @@ from monai.transforms import Compose, LoadImaged, MapTransform, RandFlipd, Rando
 from parameterized import parameterized
 
 from rat_monai.data import PairedSliceDataset
+from rat_monai.data.datalist import load_datalist
 from rat_monai.data.slicing import DEFAULT_AIR_THRESHOLD, keep_slices
+from rat_monai.simulation import simulate_dataset
 
 AFFINE = np.array([[-2.0, 0, 0, 30.0], [0, -2.0, 0, 40.0], [0, 0, 3.0, -50.0], [0, 0, 0, 1]])
 
@@ -61,8 +64,6 @@ KEEP_CASES = [
 
 class TestPairedSliceDataset(unittest.TestCase):
     def setUp(self):
-        import tempfile
-
         self._tmp = tempfile.TemporaryDirectory()
         self.tmp = Path(self._tmp.name)
         self.loader = LoadImaged(keys=("image", "label"), image_only=True, ensure_channel_first=True)
@@ -161,9 +162,6 @@ class TestPairedSliceDataset(unittest.TestCase):
 
 
 def test_simulated_dicom_pairs_with_default_loader(tmp_path):
-    from rat_monai.data.datalist import load_datalist
-    from rat_monai.data.simulate import simulate_dataset
-
     dl = simulate_dataset(tmp_path / "sim", "pet", subjects=2, seed=1, shape=(32, 32, 8), progress=False,
                           preview=False, iterations=1, subsets=4)
     data = [{"image": e["image_dicom"], "label": e["label_dicom"]} for e in load_datalist(dl, "training")]

@@ -19,8 +19,8 @@ import torch
 from monai.bundle import ConfigParser
 
 from rat_monai.cli import main
-from rat_monai.data.simulate import simulate_dataset
 from rat_monai.evaluation import bm3d_available
+from rat_monai.simulation import simulate_dataset
 
 BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "rat_pet"
 TINY = {

@@ -8,7 +8,7 @@ MONAI Label pins numpy < 2 (through pydicom-seg and numpymaxflow), so this runs 
 1. copies the bundle to a scratch folder (MONAI Label writes ``models/`` and the bundle writes ``eval/`` into
    ``bundle_root``; the repository is never touched) and lists the config ids MONAI Label needs that are missing
    (:func:`check_bundle_config`, also usable without monailabel);
-2. simulates a tiny paired NIfTI dataset (``rat_monai.data.simulate.simulate_dataset``) laid out as a MONAI Label
+2. simulates a tiny paired NIfTI dataset (``rat_monai.simulation.simulate_dataset``) laid out as a MONAI Label
    studies folder (``studies/<subject>.nii.gz`` = low dose, ``studies/labels/final/<subject>.nii.gz`` = full dose);
 3. copies the shipped ``models/model.pt`` (served as is at the bundle's width), or writes random-init weights when
    the bundle has none (``BundleInferTask`` ignores a bundle without weights), loads the bundle with
@@ -309,7 +309,7 @@ def _compare_with_restorer(
 
 def run_bundle(src: Path, work: Path, args: argparse.Namespace) -> dict[str, Any]:
     """All steps for one bundle; returns a summary (``ok`` False when any step failed)."""
-    from rat_monai.data.simulate import simulate_dataset
+    from rat_monai.simulation import simulate_dataset
 
     name = src.name
     summary: dict[str, Any] = {"bundle": name, "ok": False, "problems": []}

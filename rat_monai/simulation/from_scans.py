@@ -9,7 +9,7 @@ data: Yu et al., Med. Phys. 39(5) 2012):
 - the low-dose side ("image") = the real scan + the FBP of the noise that the missing photons would have added.
   Model, slice by slice (2D, parallel beam: a fan-beam scan rebinned to parallel rays; the views are
   ``max(X, Y)`` over 180 degrees, detector bins one pixel wide, the projector and FBP of
-  :mod:`rat_monai.data.projectors`): HU -> attenuation ``mu = 0.0192 / mm * (1 + HU / 1000)`` (voxels below
+  :mod:`rat_monai.simulation.projectors`): HU -> attenuation ``mu = 0.0192 / mm * (1 + HU / 1000)`` (voxels below
   -1100 HU, e.g. -3024 padding outside the scanner's field of view, are air), line integrals ``p``; expected
   full-dose counts per ray ``N = i0 * bowtie(t) * exp(-p)`` with a water-equivalent bowtie that compensates a
   500 mm (50 cm scan field of view) water cylinder, ``bowtie(t) = exp(-mu_w (R - sqrt(R^2 - t^2)))``, R = 250 mm.
@@ -33,13 +33,13 @@ handled as :func:`rat_monai.data.load_volume` does) is the object; attenuation a
 (0.0096 / mm) inside the body outline, or from a co-registered CT (``ct=``, resampled on the PET grid, bilinear HU ->
 mu). Ray-driven projection, counts scaled to ``counts_per_slice`` true counts per slice (a clinical whole-body FDG
 level), a uniform scatter/randoms background, Poisson counts at full dose and at ``1 / d`` of them, and the SAME
-OSEM + post-filter for both (:func:`rat_monai.data.simulate.pet_counts_and_osem`, as the phantom simulator). The
+OSEM + post-filter for both (:func:`rat_monai.simulation.pet.pet_counts_and_osem`, as the phantom simulator). The
 full-dose side is the OSEM of the full counts, NOT the original image: the original went through the vendor's own
 reconstruction (algorithm, iterations, PSF/TOF, filter), so pairing it with our low-dose OSEM would teach a network
 to change the reconstruction as well as to remove noise. With both sides through one reconstruction the pair
 differs by dose only. The low-dose series keeps the SUV scale: Bq/ml at ``1 / d`` and RadionuclideTotalDose / d.
 
-Output: the layout of :mod:`rat_monai.data.simulate` (``dicom/<subject>/{low,full}``, ``nifti/<subject>_{low,full}``,
+Output: the layout of :mod:`rat_monai.simulation.dataset` (``dicom/<subject>/{low,full}``, ``nifti/<subject>_{low,full}``,
 ``datalist.json`` split by patient, ``simulation.json`` with settings and per-subject figures, a preview PNG). The
 low-dose series (and, for PET, the OSEM full-dose series) is a new series of the source's study and patient, with
 SeriesDescription / ImageComments "simulated 1/<d> dose from <source series>".
@@ -48,7 +48,6 @@ SeriesDescription / ImageComments "simulated 1/<d> dose from <source series>".
 from __future__ import annotations
 
 import logging
-import math
 import os
 import re
 import shutil
@@ -58,12 +57,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pydicom
 from scipy import ndimage
+from tqdm.auto import tqdm
 
-from rat_monai.data.dicom_export import uid_from, write_derived_series
-from rat_monai.data.projectors import clear_projector_cache, default_n_det, fbp_blockwise, forward_project_interp
-from rat_monai.data.sim_output import masked_psnr, save_preview, staged_output, write_dataset_files, write_nifti_pair
-from rat_monai.data.simulate import DEFAULT_DOSE_REDUCTION, MU_WATER, pet_counts_and_osem
+from rat_monai.data import load_volume
+from rat_monai.data.writers import write_dicom_series
+from rat_monai.evaluation.metrics import metric_settings, prepare_pair, psnr, ssim
+from rat_monai.simulation.defaults import DEFAULT_DOSE_REDUCTION, MU_WATER
+from rat_monai.simulation.output import save_preview, staged_output, write_dataset_files, write_nifti_pair
+from rat_monai.simulation.pet import pet_counts_and_osem
+from rat_monai.simulation.projectors import clear_projector_cache, default_n_det, forward_project_interp
+from rat_monai.simulation.reconstruction import fbp_blockwise
 
 __all__ = ["I0_REFERENCE", "ct_exposure_i0", "ct_noise_hu", "simulate_pet_from_scan", "simulate_from_scans"]
 
@@ -113,7 +118,7 @@ def ct_noise_hu(
     """The image-domain noise (HU, ``[X, Y, Z]`` float32) that lowers a real CT from full dose to ``1 / d`` of it.
 
     See the module docstring for the model. All slices go through each block of views together (one uncached
-    matrix per block, :func:`rat_monai.data.projectors.fbp_blockwise`).
+    matrix per block, :func:`rat_monai.simulation.reconstruction.fbp_blockwise`).
 
     Args: ``hu`` the full-dose scan ``[X, Y, Z]`` (padding below -1100 HU is air); ``pixel_mm`` square pixel size;
     ``dose_reduction`` d > 1; ``rng``; ``i0`` full-dose photons per ray at the bowtie centre; ``electronic_noise``
@@ -153,8 +158,6 @@ def _body_mask(vol: np.ndarray, threshold: float) -> np.ndarray:
 
 
 def _load(path: Path, modality: str) -> Any:
-    from rat_monai.data import load_volume
-
     nifti = path.is_file()
     units = ("hu" if modality == "ct" else "suv") if nifti else ("hu" if modality == "ct" else "bqml")
     try:
@@ -168,8 +171,6 @@ def _load(path: Path, modality: str) -> Any:
 
 
 def _header(vol: Any) -> Any:
-    import pydicom
-
     return pydicom.dcmread(vol.meta["dicom_files"][0], stop_before_pixels=True) if vol.meta.get("dicom_files") else None
 
 
@@ -221,14 +222,12 @@ def _subject_name(pid: str, taken: set[str]) -> str:
 
 def _figures(vols: dict[str, np.ndarray], body: np.ndarray, modality: str) -> dict[str, float]:
     """LQ-vs-HQ PSNR / SSIM over the body with the evaluation's conventions, and the noise added."""
-    from rat_monai.evaluation.metrics import metric_settings, prepare_pair, ssim
-
     low, full = prepare_pair(vols["low"], vols["full"], modality)
     rng_ = metric_settings(modality).get("data_range") or float(full[body].max())
     ks = np.nonzero(body.any(axis=(0, 1)))[0]
     ks = ks[np.linspace(0, len(ks) - 1, min(len(ks), 24)).round().astype(int)]
     diff = (vols["low"] - vols["full"])[body]
-    out = {"psnr_low_vs_full_body_db": round(masked_psnr(low, full, body, data_range=rng_), 3),
+    out = {"psnr_low_vs_full_body_db": round(psnr(low, full, rng_, mask=body), 3),
            "ssim_low_vs_full": round(float(np.mean([ssim(low[..., k], full[..., k], rng_) for k in ks])), 4),
            "data_range": float(rng_)}
     if modality == "ct":
@@ -283,8 +282,6 @@ def simulate_from_scans(
     Returns:
         the path of ``datalist.json``.
     """
-    from tqdm.auto import tqdm
-
     modality = str(modality).lower()
     if modality not in ("ct", "pet"):
         raise ValueError(f"modality must be 'ct' or 'pet', got {modality!r}.")
@@ -355,10 +352,10 @@ def simulate_from_scans(
             desc = {"low": f"simulated 1/{d:g} dose from {src_desc}",
                     "full": src_desc if modality == "ct" else f"simulated full dose (OSEM) from {src_desc}"}
             if "nifti" in formats:
-                sides = {p: {**setting, "modality": mod, "units": units, "dose": p, "dose_reduction": d,
-                             "seed": int(seed), "description": desc[p], "spacing": list(spacing)} for p in desc}
-                entry.update(write_nifti_pair(out, sid, vols, np.asarray(vol.affine, np.float64),
-                                              {p: f"{mod} {units.upper()} {desc[p]}" for p in desc}, sides))
+                sides = {p: {**setting, "dose": p, "dose_reduction": d, "seed": int(seed), "description": desc[p],
+                             "spacing": list(spacing)} for p in desc}
+                entry.update(write_nifti_pair(out, sid, vols, np.asarray(vol.affine, np.float64), mod, units, desc,
+                                              sides))
             if "dicom" in formats:
                 files, src_uid = list(vol.meta["dicom_files"]), str(vol.meta.get("series_instance_uid"))
                 number = int(getattr(hdr, "SeriesNumber", 0) or 0)
@@ -372,9 +369,10 @@ def simulate_from_scans(
                     ent = ("rat-monai-real", src_uid, f"{d:g}", int(seed), p)
                     comments = (f"{desc[p]} (source SeriesInstanceUID {src_uid}); rat-monai simulate {modality} "
                                 f"--from, dose reduction {d:g}, seed {seed}")
-                    write_derived_series(written[p], files, ddir, series_uid=uid_from(*ent), uid_entropy=ent,
-                                         series_number=number + 1000 * (j + 1), series_description=desc[p],
-                                         image_comments=comments, dose_factor=1.0 / d if p == "low" else 1.0)
+                    write_dicom_series(written[p], files, ddir, series_description=desc[p],
+                                       derivation_description=desc[p], image_comments=comments,
+                                       series_number=number + 1000 * (j + 1), uid_entropy=ent,
+                                       dose_factor=1.0 / d if p == "low" else 1.0, keep_source_rescale=modality == "ct")
                 entry.update(image_dicom=f"dicom/{sid}/low", label_dicom=f"dicom/{sid}/full")
                 if "nifti" not in formats:
                     entry.update(image=entry["image_dicom"], label=entry["label_dicom"])

@@ -13,7 +13,7 @@ import SimpleITK as sitk
 from parameterized import parameterized
 from pydicom.uid import ExplicitVRLittleEndian, RLELossless
 
-from rat_monai.inference import quantize_slice, write_dicom_series, write_nifti
+from rat_monai.data.writers import quantize_slice, uid_from, write_dicom_series, write_nifti
 
 # (name, values): float slices of different ranges; the reconstruction error must stay below half a step
 QUANTIZE_CASES = [
@@ -167,6 +167,32 @@ def test_pet_tags_kept(real_pet_dir, tmp_path):
         assert "LargestImagePixelValue" not in ds
     back = _volume_from(written)
     assert np.abs(back - vol).max() < 1e-4 * np.ptp(vol)
+
+
+def test_reproducible_series_in_source_encoding(ct_sources, tmp_path):
+    """``uid_entropy``: the same bytes twice (UIDs from the entropy, no creation time); ``keep_source_rescale``:
+    integer HU stored exactly, with each source slice's own rescale and pixel representation."""
+    vol = np.round(_volume_from(ct_sources[:2]) + 5.0).astype(np.float32)
+    kw = dict(series_description="sim", image_comments="c", uid_entropy=("t", 1), keep_source_rescale=True)
+    a = write_dicom_series(vol, ct_sources[:2], tmp_path / "a", **kw)
+    b = write_dicom_series(vol, ct_sources[:2], tmp_path / "b", **kw)
+    assert [Path(f).read_bytes() for f in a] == [Path(f).read_bytes() for f in b]
+    np.testing.assert_array_equal(_volume_from(a), vol)
+    for src_path, path in zip(ct_sources, a):
+        src, ds = pydicom.dcmread(src_path, stop_before_pixels=True), pydicom.dcmread(path, stop_before_pixels=True)
+        for kw_ in ("RescaleSlope", "RescaleIntercept", "PixelRepresentation"):
+            assert ds[kw_].value == src[kw_].value, kw_
+        assert ds.SeriesDescription == "sim" and ds.ImageComments == "c" and "InstanceCreationTime" not in ds
+        assert ds.SeriesInstanceUID == uid_from("t", 1)
+
+
+def test_pet_dose_factor(real_pet_dir, tmp_path):
+    sources = _sorted_sources(real_pet_dir)[100:102]
+    written = write_dicom_series(_volume_from(sources) / 12.0, sources, tmp_path / "low", dose_factor=1 / 12)
+    src, ds = pydicom.dcmread(sources[0], stop_before_pixels=True), pydicom.dcmread(written[0])
+    dose = float(ds.RadiopharmaceuticalInformationSequence[0].RadionuclideTotalDose)
+    assert dose == pytest.approx(float(src.RadiopharmaceuticalInformationSequence[0].RadionuclideTotalDose) / 12,
+                                 rel=1e-5)
 
 
 def test_write_dicom_ill_arg(ct_sources, tmp_path):

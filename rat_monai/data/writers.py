@@ -1,14 +1,19 @@
 # Copyright (c) rat-monai contributors
 # Licensed under the Apache License, Version 2.0
-"""Writing a restored volume back as a DICOM series (one file per source slice) or as NIfTI.
+"""Writing a volume as NIfTI, or as a DICOM series derived from a source series (one file per source slice).
+
+Both the restorer (:mod:`rat_monai.inference`: the restored scan) and the simulator from real scans
+(:mod:`rat_monai.simulation.from_scans`: the simulated low-dose scan) write through these two functions.
 
 The DICOM writer derives every output slice from its source slice: the source header is copied (patient, study,
 frame of reference, geometry and modality tags such as PET ``Units``/decay/radiopharmaceutical), then the identity of
 the new instance is set (new SeriesInstanceUID shared by the series, new SOPInstanceUID per file, ImageType
-``DERIVED\\SECONDARY``, DerivationDescription, suffixed SeriesDescription, new SeriesNumber, a SourceImageSequence
-pointing at the source slice) and the pixel data is replaced by the float values re-quantised to int16 with a
-per-slice RescaleSlope/RescaleIntercept chosen from that slice's range (see :func:`quantize_slice`). Output files are
-always uncompressed Explicit VR Little Endian, whatever the source's transfer syntax.
+``DERIVED\\SECONDARY``, DerivationDescription, SeriesDescription, new SeriesNumber, a SourceImageSequence pointing
+at the source slice) and the pixel data is replaced: by default the float values re-quantised to int16 with a
+per-slice RescaleSlope/RescaleIntercept chosen from that slice's range (see :func:`quantize_slice`), or, for values
+the source's own encoding holds (integer HU), stored with the source's rescale and pixel representation. Output files
+are always uncompressed Explicit VR Little Endian, whatever the source's transfer syntax. Series written with
+``uid_entropy`` are reproducible: UIDs derived from it (:func:`uid_from`) and no creation time stamp.
 
 Volume convention (as ``rat_monai.data.load_volume``): a volume ``[X, Y, Z]`` (or channel-first ``[1, X, Y, Z]``)
 whose ``volume[:, :, z].T`` is the ``[rows, columns]`` pixel array of the z-th source file.
@@ -18,7 +23,7 @@ from __future__ import annotations
 
 import datetime
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +37,9 @@ from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, gene
 from pydicom.valuerep import format_number_as_ds
 from tqdm import tqdm
 
-__all__ = ["quantize_slice", "write_dicom_series", "write_nifti", "DEFAULT_SERIES_SUFFIX"]
+from rat_monai.data.units import units_descrip, write_units_sidecar
+
+__all__ = ["quantize_slice", "uid_from", "write_dicom_series", "write_nifti", "DEFAULT_SERIES_SUFFIX"]
 
 DEFAULT_SERIES_SUFFIX = " RAT restored"
 
@@ -51,13 +58,50 @@ _STALE_PIXEL_TAGS = (
     "ExtendedOffsetTable",
     "ExtendedOffsetTableLengths",
 )
+# of those, the ones still stale when the source's encoding is kept: statistics of the old values, and a padding
+# RANGE (new values may fall into it; a single PixelPaddingValue keeps its meaning)
+_STALE_VALUE_TAGS = (
+    "SmallestImagePixelValue",
+    "LargestImagePixelValue",
+    "SmallestPixelValueInSeries",
+    "LargestPixelValueInSeries",
+    "PixelPaddingRangeLimit",
+)
 _INT16_MIN, _INT16_MAX = -32768, 32767
 _LO_MAX = 64  # maximum length of a LO (long string) value such as SeriesDescription
+
+
+def uid_from(*entropy: object) -> str:
+    """A valid DICOM UID derived deterministically from ``entropy`` (pydicom ``generate_uid`` with entropy sources)."""
+    return str(generate_uid(entropy_srcs=[str(e) for e in entropy]))
 
 
 def _ds_value(x: float) -> float:
     """``x`` rounded to what a DICOM DS string (16 characters at most) can hold, as the float a reader will parse."""
     return float(format_number_as_ds(float(x)))
+
+
+def _finite(values: np.ndarray, caller: str) -> np.ndarray:
+    """``values`` as float64; raises ValueError when empty or holding NaN/infinite values."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.size == 0:
+        raise ValueError(f"{caller}: the slice is empty.")
+    if not np.all(np.isfinite(v)):
+        raise ValueError(
+            f"{caller}: the slice holds {int(np.sum(~np.isfinite(v)))} NaN/infinite values; "
+            "DICOM integer pixel data cannot store them (check the network output)."
+        )
+    return v
+
+
+def _stored_as_source(values: np.ndarray, src: Dataset) -> np.ndarray:
+    """``values`` in the source's encoding: its RescaleSlope/Intercept and pixel representation (rounded, clipped)."""
+    v = _finite(values, "write_dicom_series")
+    slope = float(src.get("RescaleSlope", 1) or 1)
+    intercept = float(src.get("RescaleIntercept", 0) or 0)
+    signed = int(src.get("PixelRepresentation", 0)) == 1
+    lo, hi = (_INT16_MIN, _INT16_MAX) if signed else (0, 65535)
+    return np.clip(np.round((v - intercept) / slope), lo, hi).astype(np.int16 if signed else np.uint16)
 
 
 def quantize_slice(values: np.ndarray) -> tuple[np.ndarray, float, float]:
@@ -79,14 +123,7 @@ def quantize_slice(values: np.ndarray) -> tuple[np.ndarray, float, float]:
     Raises:
         ValueError: if ``values`` is empty or holds NaN or infinite values.
     """
-    v = np.asarray(values, dtype=np.float64)
-    if v.size == 0:
-        raise ValueError("quantize_slice: the slice is empty.")
-    if not np.all(np.isfinite(v)):
-        raise ValueError(
-            f"quantize_slice: the slice holds {int(np.sum(~np.isfinite(v)))} NaN/infinite values; "
-            "DICOM integer pixel data cannot store them (check the network output)."
-        )
+    v = _finite(values, "quantize_slice")
     lo, hi = float(v.min()), float(v.max())
     span = hi - lo
     if span <= max(abs(lo), abs(hi), 1.0) * 1e-12:  # constant slice
@@ -131,18 +168,22 @@ def _derived_image_type(src: Dataset) -> list[str]:
 def _derive_slice(
     src: Dataset,
     stored: np.ndarray,
-    slope: float,
-    intercept: float,
+    rescale: tuple[float, float] | None,
     *,
+    sop_uid: str,
     series_uid: str,
     series_number: int,
     series_description: str,
     derivation_description: str,
+    image_comments: str | None,
+    dose_factor: float,
+    reproducible: bool,
 ) -> Dataset:
+    """``src`` turned into the derived instance holding ``stored`` (``rescale`` = (slope, intercept); None: the
+    source's encoding is kept). A ``reproducible`` instance gets no creation time stamp."""
     ds = src  # already a private copy read from disk
     old_sop_class = ds.get("SOPClassUID", None)
     old_sop_instance = ds.get("SOPInstanceUID", None)
-    sop_uid = generate_uid()
 
     # identity of the derived instance
     ds.SOPInstanceUID = sop_uid
@@ -151,17 +192,27 @@ def _derive_slice(
     ds.SeriesDescription = series_description[:_LO_MAX]
     ds.ImageType = _derived_image_type(src)
     ds.DerivationDescription = derivation_description[:1024]
-    now = datetime.datetime.now()
-    ds.InstanceCreationDate = now.strftime("%Y%m%d")
-    ds.InstanceCreationTime = now.strftime("%H%M%S")
+    if image_comments is not None:
+        ds.ImageComments = image_comments[:10240]
+    for keyword in ("InstanceCreationDate", "InstanceCreationTime"):
+        if keyword in ds:
+            delattr(ds, keyword)
+    if not reproducible:
+        now = datetime.datetime.now()
+        ds.InstanceCreationDate = now.strftime("%Y%m%d")
+        ds.InstanceCreationTime = now.strftime("%H%M%S")
     if old_sop_class is not None and old_sop_instance is not None:
         ref = Dataset()
         ref.ReferencedSOPClassUID = old_sop_class
         ref.ReferencedSOPInstanceUID = old_sop_instance
         ds.SourceImageSequence = DicomSequence([ref])
+    if dose_factor != 1.0:  # PET at a fraction of the dose: the SUV scale stays that of the stored Bq/ml
+        for item in ds.get("RadiopharmaceuticalInformationSequence", []):
+            if "RadionuclideTotalDose" in item:
+                item.RadionuclideTotalDose = f"{float(item.RadionuclideTotalDose) * dose_factor:.6g}"
 
-    # pixel module: native signed 16 bit, the source's geometry and photometric interpretation kept
-    for keyword in _STALE_PIXEL_TAGS:
+    # pixel module: native 16 bit, the source's geometry and photometric interpretation kept
+    for keyword in _STALE_PIXEL_TAGS if rescale is not None else _STALE_VALUE_TAGS:
         if keyword in ds:
             delattr(ds, keyword)
     ds.SamplesPerPixel = 1
@@ -171,13 +222,14 @@ def _derive_slice(
     ds.BitsAllocated = 16
     ds.BitsStored = 16
     ds.HighBit = 15
-    ds.PixelRepresentation = 1
-    ds.RescaleSlope = format_number_as_ds(slope)
-    ds.RescaleIntercept = format_number_as_ds(intercept)
+    if rescale is not None:
+        ds.PixelRepresentation = 1
+        ds.RescaleSlope = format_number_as_ds(rescale[0])
+        ds.RescaleIntercept = format_number_as_ds(rescale[1])
     for keyword in ("NumberOfFrames", "PlanarConfiguration"):
         if keyword in ds:
             delattr(ds, keyword)
-    ds.PixelData = np.ascontiguousarray(stored.astype("<i2")).tobytes()
+    ds.PixelData = np.ascontiguousarray(stored, dtype=stored.dtype.newbyteorder("<")).tobytes()
     ds["PixelData"].VR = "OW"
 
     meta = FileMetaDataset()
@@ -194,10 +246,15 @@ def write_dicom_series(
     source_files: Sequence[str | os.PathLike],
     output_dir: str | os.PathLike,
     *,
+    series_description: str | None = None,
     series_description_suffix: str = DEFAULT_SERIES_SUFFIX,
     derivation_description: str = "Restored by rat-monai",
+    image_comments: str | None = None,
     series_number: int | None = None,
     series_instance_uid: str | None = None,
+    uid_entropy: Sequence[object] | None = None,
+    dose_factor: float = 1.0,
+    keep_source_rescale: bool = False,
     progress: bool = False,
 ) -> list[str]:
     """Write ``volume`` as a derived DICOM series, one file per source slice, into ``output_dir``.
@@ -207,10 +264,21 @@ def write_dicom_series(
             source ``Units`` e.g. Bq/ml for PET); ``volume[:, :, z].T`` is written from ``source_files[z]``.
         source_files: the source slice files in the volume's z order (``meta["dicom_files"]`` of ``load_volume``).
         output_dir: folder for the new files (created if missing). Files are named ``slice_0000.dcm`` ... in z order.
-        series_description_suffix: appended to the source SeriesDescription. Defaults to ``" RAT restored"``.
+        series_description: the SeriesDescription. Defaults to the source's + ``series_description_suffix``.
+        series_description_suffix: appended to the source SeriesDescription when ``series_description`` is None.
+            Defaults to ``" RAT restored"``.
         derivation_description: the DerivationDescription tag. Defaults to ``"Restored by rat-monai"``.
+        image_comments: the ImageComments tag. Defaults to None (the source's kept).
         series_number: SeriesNumber of the new series. Defaults to the source SeriesNumber + 1000.
-        series_instance_uid: the new SeriesInstanceUID. Defaults to a fresh ``pydicom.uid.generate_uid()``.
+        series_instance_uid: the new SeriesInstanceUID. Defaults to ``uid_from(*uid_entropy)`` with ``uid_entropy``,
+            else a fresh ``pydicom.uid.generate_uid()``.
+        uid_entropy: makes the series reproducible: SOPInstanceUIDs ``uid_from(*uid_entropy, "sop", z)`` and no
+            InstanceCreationDate/Time. Defaults to None (fresh UIDs, creation time now).
+        dose_factor: RadionuclideTotalDose is multiplied by it (a PET series at ``1 / d`` of the dose keeps its SUV
+            scale with ``1 / d``). Defaults to 1 (unchanged).
+        keep_source_rescale: store the values with each source slice's RescaleSlope/Intercept and pixel
+            representation (rounded to its steps and clipped to its range: for values that encoding holds, such as
+            integer HU of a CT) instead of re-quantising them per slice. Defaults to False.
         progress: show a tqdm progress bar. Defaults to False.
 
     Returns:
@@ -230,7 +298,8 @@ def write_dicom_series(
         )
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    series_uid = series_instance_uid or generate_uid()
+    entropy = None if uid_entropy is None else tuple(uid_entropy)
+    series_uid = series_instance_uid or (generate_uid() if entropy is None else uid_from(*entropy))
     written: list[str] = []
     for z, src_path in enumerate(tqdm(files, desc="write DICOM", unit="slice", disable=not progress)):
         src = _read_source(src_path)
@@ -241,18 +310,26 @@ def write_dicom_series(
                 f"write_dicom_series: slice {z} has shape {plane.shape} (rows, cols) but its source {src_path} is "
                 f"{rows} x {cols}."
             )
-        stored, slope, intercept = quantize_slice(plane)
+        if keep_source_rescale:
+            stored, rescale = _stored_as_source(plane, src), None
+        else:
+            stored, *rescale = quantize_slice(plane)
         number = series_number if series_number is not None else int(src.get("SeriesNumber", 0) or 0) + 1000
-        description = str(src.get("SeriesDescription", "") or "") + series_description_suffix
+        description = series_description
+        if description is None:
+            description = str(src.get("SeriesDescription", "") or "") + series_description_suffix
         ds = _derive_slice(
             src,
             stored,
-            slope,
-            intercept,
+            None if rescale is None else tuple(rescale),
+            sop_uid=generate_uid() if entropy is None else uid_from(*entropy, "sop", z),
             series_uid=series_uid,
             series_number=number,
             series_description=description,
             derivation_description=derivation_description,
+            image_comments=image_comments,
+            dose_factor=dose_factor,
+            reproducible=entropy is not None,
         )
         path = out / f"slice_{z:04d}.dcm"
         ds.save_as(path, implicit_vr=False, little_endian=True, enforce_file_format=True)
@@ -267,14 +344,16 @@ def write_nifti(
     modality: str | None = None,
     units: str | None = None,
     description: str = "rat-monai",
-    **sidecar: Any,
+    sidecar: Mapping[str, Any] | None = None,
+    **entries: Any,
 ) -> str:
     """Write ``volume`` as a float32 NIfTI-1 file with the given RAS ``affine`` (nibabel/MONAI convention).
 
     Both the sform and the qform are set to ``affine`` (code 1, scanner), so nibabel, MONAI and ITK read the same
     geometry back. With ``units`` the units are written machine-readably twice: in the header ``descrip``
     (``"PT BQML rat-monai"``) and in a JSON sidecar ``<name>.json`` beside the file (``{"modality", "units",
-    ...sidecar}``, the simulator's format), which ``rat_monai.data.load_volume`` reads back.
+    ...sidecar, ...entries}``, entries that are None left out), which ``rat_monai.data.load_volume`` reads back.
+    Without ``units`` neither is written.
 
     Args:
         volume: float array ``[X, Y, Z]`` or ``[1, X, Y, Z]``.
@@ -283,13 +362,13 @@ def write_nifti(
         modality: DICOM modality of the values (``"PT"``, ``"CT"``). Defaults to None.
         units: ``"suv"``, ``"bqml"`` or ``"hu"``. Defaults to None (no declaration written).
         description: rest of the header ``descrip``. Defaults to ``"rat-monai"``.
-        sidecar: more sidecar entries, e.g. ``suv_factor`` (SUV per Bq/ml) for PET in Bq/ml.
+        sidecar: more sidecar entries as a mapping (any keys, e.g. the simulator's ``"description"``). Defaults to
+            None.
+        entries: more sidecar entries as keywords, e.g. ``suv_factor`` (SUV per Bq/ml) for PET in Bq/ml.
 
     Returns:
         the written path.
     """
-    from rat_monai.data.units import units_descrip, write_units_sidecar
-
     vol = _as_xyz(volume).astype(np.float32, copy=False)
     aff = np.asarray(affine.detach().cpu() if hasattr(affine, "detach") else affine, dtype=np.float64)
     if aff.shape != (4, 4):
@@ -302,5 +381,5 @@ def write_nifti(
         img.header["descrip"] = units_descrip(str(modality or "?"), units, description).encode()
     nib.save(img, os.fspath(path))
     if units:
-        write_units_sidecar(path, str(modality or ""), units, **sidecar)
+        write_units_sidecar(path, str(modality or ""), units, **{**(sidecar or {}), **entries})
     return os.fspath(path)

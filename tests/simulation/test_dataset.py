@@ -10,12 +10,11 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
-from parameterized import parameterized
 
-from rat_monai.cli import main
-from rat_monai.data.datalist import load_datalist
-from rat_monai.data.phantom import TISSUES, make_phantom
-from rat_monai.data.simulate import masked_psnr, simulate_ct_pair, simulate_dataset, split_counts
+from rat_monai.data import load_volume
+from rat_monai.data.datalist import load_datalist, split_counts
+from rat_monai.evaluation.metrics import psnr
+from rat_monai.simulation import TISSUES, make_phantom, simulate_ct_pair, simulate_dataset
 
 PET_SHAPE = (48, 48, 8)
 CT_SHAPE = (48, 48, 6)
@@ -67,7 +66,7 @@ def test_pet_low_dose_is_noisier_and_full_dose_is_anatomy(pet_dir):
     body = ph.body
     # same SUV scale, but low dose further from the truth than full dose
     assert abs(float(low[body].mean()) / float(full[body].mean()) - 1.0) < 0.1
-    assert masked_psnr(low, ph.suv, body) < masked_psnr(full, ph.suv, body) - 1.0
+    assert psnr(low, ph.suv, mask=body) < psnr(full, ph.suv, mask=body) - 1.0
     # full dose follows the anatomy: the liver is hotter than muscle and air is near zero
     liver = ph.labels == TISSUES["liver"][0]
     muscle = ph.labels == TISSUES["muscle"][0]
@@ -112,8 +111,6 @@ def test_deterministic_per_seed(tmp_path, pet_dir):
 
 
 def test_pet_dicom_tags_and_suv_round_trip(pet_dir):
-    from rat_monai.data import load_volume
-
     low = pydicom.dcmread(pet_dir / "dicom/sim000/low/slice_0003.dcm")
     full = pydicom.dcmread(pet_dir / "dicom/sim000/full/slice_0003.dcm")
     assert low.Modality == "PT" and low.Units == "BQML" and low.DecayCorrection == "START"
@@ -134,43 +131,12 @@ def test_pet_dicom_tags_and_suv_round_trip(pet_dir):
 
 
 def test_ct_dicom_round_trip(ct_dir):
-    from rat_monai.data import load_volume
-
     ds = pydicom.dcmread(ct_dir / "dicom/sim001/full/slice_0000.dcm")
     assert ds.Modality == "CT" and float(ds.RescaleIntercept) == -1024 and float(ds.RescaleSlope) == 1
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         vol = load_volume(ct_dir / "dicom/sim001/full")
     np.testing.assert_allclose(vol[0].numpy(), _nii(ct_dir / "nifti/sim001_full.nii.gz"), atol=0.51)
-
-
-def test_cli(tmp_path):
-    out = tmp_path / "cli"
-    args = ["simulate", "pet", "--out", str(out), "--subjects", "2", "--shape", "32", "32", "8", "--no-preview",
-            "--no-progress", "--formats", "nifti", "--iterations", "2", "--subsets", "4"]
-    assert main(args) == 0
-    assert len(load_datalist(out / "datalist.json", "validation")) == 1
-    assert main(args) == 1  # not empty, no --overwrite
-    assert main(args + ["--overwrite"]) == 0
-    summary = json.loads((out / "simulation.json").read_text())
-    assert summary["iterations"] == 2 and summary["subsets"] == 4 and summary["shape"] == [32, 32, 8]
-
-
-# (n, split, expected (training, validation, test))
-SPLIT_CASES = [
-    (1, (0.7, 0.15, 0.15), (1, 0, 0)),
-    (2, (0.7, 0.15, 0.15), (1, 1, 0)),
-    (3, (0.7, 0.15, 0.15), (1, 1, 1)),
-    (10, (0.7, 0.15, 0.15), (6, 2, 2)),
-    (9, (0.7, 0.15, 0.15), (7, 1, 1)),
-    (20, (0.8, 0.1, 0.1), (16, 2, 2)),
-    (5, (1.0, 0.0, 0.0), (5, 0, 0)),
-]
-
-
-@parameterized.expand(SPLIT_CASES)
-def test_split_counts(n, split, expected):
-    assert split_counts(n, split) == expected
 
 
 def test_ill_arg(tmp_path):
@@ -194,8 +160,6 @@ def test_ill_arg(tmp_path):
 
 @pytest.mark.parametrize("modality", ["pet", "ct"])
 def test_non_square_slices(modality, tmp_path):
-    from rat_monai.data import load_volume
-
     dl = simulate_dataset(tmp_path / modality, modality, subjects=1, shape=(40, 28, 2), progress=False, preview=False)
     fig = json.loads((dl.parent / "simulation.json").read_text())["subjects_figures"][0]
     assert fig["psnr_full_vs_truth_body_db"] > 20.0  # the whole body is reconstructed, not cut by the FOV

@@ -1,6 +1,10 @@
 # Copyright (c) rat-monai contributors
 # Licensed under the Apache License, Version 2.0
-"""Writing simulated volumes as DICOM series (PET with SUV tags, CT with HU rescale) and NIfTI.
+"""Writing simulated volumes as new DICOM series whose headers are made up here (PET with SUV tags, CT with HU
+rescale), and the RAS affine of the same volumes for NIfTI.
+
+A series derived from a real source series (same patient, study and geometry) is written by
+:func:`rat_monai.data.writers.write_dicom_series` instead; NIfTI files by :func:`rat_monai.data.writers.write_nifti`.
 
 Array convention (the one :func:`rat_monai.data.load_volume` reads back): a volume is ``[X, Y, Z]`` with
 ``vol[:, :, k].T == pixel_array`` of the k-th slice (X = column, Y = row), slices ascending along +z (LPS, superior),
@@ -16,18 +20,17 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import pydicom
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence as DSequence
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
 
-__all__ = ["ras_affine", "write_nifti", "write_dicom_series", "write_derived_series", "uid_from"]
+from rat_monai.data.writers import uid_from
+
+__all__ = ["ras_affine", "write_synthetic_series"]
 
 PET_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.128"
 CT_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.2"
-
-
-def uid_from(*entropy: object) -> str:
-    """A valid DICOM UID derived deterministically from ``entropy`` (pydicom ``generate_uid`` with entropy sources)."""
-    from pydicom.uid import generate_uid
-
-    return str(generate_uid(entropy_srcs=[str(e) for e in entropy]))
 
 
 def ras_affine(spacing: Sequence[float], origin_lps: Sequence[float]) -> np.ndarray:
@@ -37,26 +40,11 @@ def ras_affine(spacing: Sequence[float], origin_lps: Sequence[float]) -> np.ndar
     return aff
 
 
-def write_nifti(volume: np.ndarray, affine: np.ndarray, path: str | os.PathLike, description: str = "") -> Path:
-    """Write ``volume`` ``[X, Y, Z]`` (float32) with a RAS ``affine`` to ``path`` (.nii or .nii.gz)."""
-    import nibabel as nib
-
-    img = nib.Nifti1Image(np.asarray(volume, dtype=np.float32), np.asarray(affine, dtype=np.float64))
-    img.set_qform(affine, code=1)
-    img.set_sform(affine, code=1)
-    if description:
-        img.header["descrip"] = description[:79].encode()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(img, str(path))
-    return path
-
-
 def _fmt_time(t: _dt.datetime) -> str:
     return t.strftime("%H%M%S.%f")[:13]
 
 
-def write_dicom_series(
+def write_synthetic_series(
     volume: np.ndarray,
     out_dir: str | os.PathLike,
     *,
@@ -76,7 +64,7 @@ def write_dicom_series(
     injection_time: _dt.datetime | None = None,
     series_time: _dt.datetime | None = None,
 ) -> list[Path]:
-    """Write ``volume`` ``[X, Y, Z]`` as one DICOM file per slice into ``out_dir``.
+    """Write ``volume`` ``[X, Y, Z]`` as a new DICOM series (one file per slice, header made up here) into ``out_dir``.
 
     Args:
         volume: PET in Bq/ml or CT in HU, ``[X, Y, Z]`` (see the module docstring for the layout).
@@ -104,11 +92,6 @@ def write_dicom_series(
     Pixel data: PET int16 with a per-slice RescaleSlope (``max / 32767``, intercept 0); CT int16 with
     RescaleIntercept -1024 and slope 1 (HU clipped to [-1024, 31743]).
     """
-    import pydicom
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.sequence import Sequence as DSequence
-    from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID
-
     modality = modality.upper()
     if modality not in ("PT", "CT"):
         raise ValueError(f"modality must be 'PT' or 'CT', got {modality!r}.")
@@ -189,79 +172,6 @@ def write_dicom_series(
             ds.RescaleType = "HU"
             ds.KVP = "120"
         ds.PixelData = pix.tobytes()
-        path = out / f"slice_{k:04d}.dcm"
-        pydicom.dcmwrite(path, ds, enforce_file_format=True)
-        files.append(path)
-    return files
-
-
-def write_derived_series(
-    volume: np.ndarray,
-    templates: Sequence[str | os.PathLike],
-    out_dir: str | os.PathLike,
-    *,
-    series_uid: str,
-    uid_entropy: Sequence[object],
-    series_number: int,
-    series_description: str,
-    image_comments: str = "",
-    dose_factor: float = 1.0,
-) -> list[Path]:
-    """Write ``volume`` ``[X, Y, Z]`` as a NEW series of the study of ``templates`` (a source file per slice, z order).
-
-    Every slice keeps its template's header (patient, study, frame of reference, position, orientation, spacing,
-    PET SUV tags) with new pixel data, a new SeriesInstanceUID / SOPInstanceUIDs, SeriesNumber, SeriesDescription,
-    ImageComments and ImageType DERIVED/SECONDARY. CT keeps the template's rescale and pixel representation
-    (values rounded and clipped to what it can store); PET gets int16 with a per-slice RescaleSlope (Bq/ml) and
-    RadionuclideTotalDose multiplied by ``dose_factor`` (a low-dose scan keeps the SUV scale).
-
-    Returns:
-        the written file paths in slice order.
-    """
-    import pydicom
-    from pydicom.uid import ExplicitVRLittleEndian
-
-    vol = np.asarray(volume, dtype=np.float64)
-    if vol.ndim != 3 or vol.shape[2] != len(templates):
-        raise ValueError(f"volume {vol.shape} needs one template per slice, got {len(templates)} templates.")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    files = []
-    for k, tpl in enumerate(templates):
-        ds = pydicom.dcmread(tpl)
-        sl = vol[:, :, k].T
-        if (int(ds.Rows), int(ds.Columns)) != sl.shape:
-            raise ValueError(f"template {tpl} is {ds.Rows}x{ds.Columns}, the slice is {sl.shape}.")
-        if str(ds.get("Modality", "")).upper() == "PT":
-            vmax = float(max(sl.max(), 0.0))
-            slope = vmax / 32767.0 if vmax > 0 else 1.0
-            pix = np.clip(np.round(np.maximum(sl, 0.0) / slope), 0, 32767).astype(np.int16)
-            ds.RescaleSlope, ds.RescaleIntercept, ds.PixelRepresentation = f"{slope:.10g}", "0", 1
-            for item in ds.get("RadiopharmaceuticalInformationSequence", []):
-                if "RadionuclideTotalDose" in item:
-                    item.RadionuclideTotalDose = f"{float(item.RadionuclideTotalDose) * dose_factor:.6g}"
-        else:
-            slope = float(ds.get("RescaleSlope", 1) or 1)
-            intercept = float(ds.get("RescaleIntercept", 0) or 0)
-            signed = int(ds.get("PixelRepresentation", 0)) == 1
-            lo, hi = (-32768, 32767) if signed else (0, 65535)
-            pix = np.clip(np.round((sl - intercept) / slope), lo, hi).astype(np.int16 if signed else np.uint16)
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.SamplesPerPixel = 16, 16, 15, 1
-        for kw in ("SmallestImagePixelValue", "LargestImagePixelValue", "PixelPaddingRangeLimit"):
-            if kw in ds:
-                delattr(ds, kw)
-        if ds.file_meta.TransferSyntaxUID.is_compressed:
-            ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds.PixelData = pix.tobytes()
-        ds["PixelData"].VR = "OW"
-        sop_uid = uid_from(*uid_entropy, "sop", k)
-        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
-        ds.SeriesInstanceUID = series_uid
-        ds.SeriesNumber = int(series_number)
-        ds.SeriesDescription = series_description[:64]
-        ds.ImageComments = image_comments[:10240]
-        ds.DerivationDescription = series_description[:1024]
-        ds.ImageType = ["DERIVED", "SECONDARY", "AXIAL"]
         path = out / f"slice_{k:04d}.dcm"
         pydicom.dcmwrite(path, ds, enforce_file_format=True)
         files.append(path)

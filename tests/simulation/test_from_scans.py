@@ -11,11 +11,12 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+import SimpleITK as sitk
 
 from rat_monai.cli import main
 from rat_monai.data import load_volume
-from rat_monai.data.dicom_export import write_nifti
-from rat_monai.data.simulate_real import ct_noise_hu, simulate_from_scans, simulate_pet_from_scan
+from rat_monai.data.writers import write_nifti
+from rat_monai.simulation.from_scans import ct_noise_hu, simulate_from_scans, simulate_pet_from_scan
 from tests.conftest import shared_data
 
 
@@ -79,8 +80,6 @@ def test_ct_label_is_the_scan(ct_run):
 
 
 def test_ct_dicom_round_trip_and_tags(ct_run):
-    import SimpleITK as sitk
-
     src, out = ct_run
     src_ds = pydicom.dcmread(next(src.iterdir()), stop_before_pixels=True)
     for part in ("low", "full"):
