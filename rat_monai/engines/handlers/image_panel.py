@@ -1,43 +1,29 @@
 # Copyright (c) rat-monai contributors
 # Licensed under the Apache License, Version 2.0
-"""Image panels for training and evaluation: LQ | restored | HQ | region map, one row per example."""
+"""Image panels for training and evaluation: LQ | restored | HQ | region map, one row per example, as PNG and in
+TensorBoard."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from ignite.engine import Engine, Events
+from monai.utils import optional_import
 
-__all__ = ["region_colors", "render_panel", "save_png"]
+from rat_monai.engines.handlers.utils import input_and_regions, samples_of
+from rat_monai.visualize import PET_PERCENTILES, grey_rgb, label_colors, save_png, to_2d
+
+# TensorBoard is optional: only a handler given a log_dir and no summary_writer creates a writer
+SummaryWriter, _ = optional_import("torch.utils.tensorboard", name="SummaryWriter")
+
+__all__ = ["ImagePanelHandler", "render_panel"]
 
 _SEP = 2  # pixels of dark grey between tiles
-
-
-def _to_2d(x: np.ndarray | torch.Tensor) -> np.ndarray:
-    arr = x.detach().float().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=np.float32)
-    while arr.ndim > 2 and arr.shape[0] == 1:  # drop leading channel / batch dims of size 1
-        arr = arr[0]
-    if arr.ndim != 2:
-        raise ValueError(f"a panel tile must be a single 2D slice ([H, W] or [1, H, W]), got shape {arr.shape}.")
-    return arr
-
-
-def region_colors(regions: np.ndarray | torch.Tensor) -> np.ndarray:
-    """Map integer region labels to distinct RGB colours (uint8 ``[H, W, 3]``), stable across calls.
-
-    The colour of a label is a hash of its value, so the same region keeps its colour in every panel.
-    """
-    labels = np.round(_to_2d(regions)).astype(np.int64)
-    h = (labels * 2654435761) % (2**32)  # Knuth's multiplicative hash
-    rgb = np.stack([(h >> 8) & 255, (h >> 16) & 255, (h >> 24) & 255], axis=-1).astype(np.float32)
-    return (64 + rgb * (191 / 255)).astype(np.uint8)  # keep colours away from black
-
-
-def _grey(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    scaled = np.clip((x - lo) / max(hi - lo, 1e-12), 0.0, 1.0)
-    return np.repeat((scaled * 255 + 0.5).astype(np.uint8)[..., None], 3, axis=-1)
 
 
 def render_panel(
@@ -63,13 +49,13 @@ def render_panel(
     for row in rows:
         if len(row) not in (3, 4):
             raise ValueError(f"each panel row is (lq, restored, hq[, regions]), got {len(row)} items.")
-        lq, pred, hq = (_to_2d(t) for t in row[:3])
-        lo, hi = window if window is not None else (float(hq.min()), float(np.percentile(hq, 99.5)))
+        lq, pred, hq = (to_2d(t) for t in row[:3])
+        lo, hi = window if window is not None else (float(hq.min()), float(np.percentile(hq, PET_PERCENTILES[1])))
         if hi <= lo:
             hi = lo + 1.0
-        tiles = [_grey(lq, lo, hi), _grey(pred, lo, hi), _grey(hq, lo, hi)]
+        tiles = [grey_rgb(lq, lo, hi), grey_rgb(pred, lo, hi), grey_rgb(hq, lo, hi)]
         if len(row) == 4:
-            tiles.append(region_colors(row[3]))
+            tiles.append(label_colors(to_2d(row[3])))
         tiles_per_row.append(tiles)
     th = max(t.shape[0] for tiles in tiles_per_row for t in tiles)
     tw = max(t.shape[1] for tiles in tiles_per_row for t in tiles)
@@ -82,11 +68,116 @@ def render_panel(
     return out
 
 
-def save_png(image: np.ndarray, path: str | Path) -> Path:
-    """Write a uint8 ``[H, W, 3]`` image as PNG (creating the folder); returns the path."""
-    from PIL import Image
+class ImagePanelHandler:
+    """Save LQ | restored | HQ | region map panels as PNG and to TensorBoard.
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.ascontiguousarray(image)).save(path)
-    return path
+    Two ways to attach it:
+
+    - in ``validate#handlers`` / an evaluation run (``evaluator=None``): it collects up to ``max_images`` examples
+      spread evenly over the run (by iteration) and writes one panel when the run completes, with step =
+      the engine's epoch;
+    - in ``train#handlers`` with ``evaluator=@validate#evaluator``: it collects from the evaluator and writes after
+      each validation with step = the TRAINER's iteration, and also logs the evaluator's metrics to TensorBoard at
+      that step (MONAI's evaluator only knows the trainer's epoch, and validation here runs every N iterations).
+
+    Args:
+        output_dir: folder for the PNG files (None: no PNG).
+        log_dir: TensorBoard log folder (a ``SummaryWriter`` is created lazily); ignored with ``summary_writer``.
+        summary_writer: an existing ``SummaryWriter``. Defaults to None.
+        evaluator: the engine to collect from when attached to a trainer. Defaults to None (collect from the engine
+            this handler is attached to).
+        max_images: examples per panel. Defaults to 4.
+        tag: TensorBoard tag and PNG file prefix. Defaults to ``"panel"``.
+        log_metrics: with ``evaluator``, also write the evaluator's scalar metrics to TensorBoard. Defaults to True.
+        image_key, label_key, pred_key, region_key: keys in the engine output / batch. The region map is taken
+            from the input's last channel when the input has one channel more than the prediction (stacked), else
+            from ``region_key``.
+    """
+
+    def __init__(
+        self,
+        output_dir: str | Path | None = None,
+        log_dir: str | Path | None = None,
+        summary_writer: Any = None,
+        evaluator: Engine | None = None,
+        max_images: int = 4,
+        tag: str = "panel",
+        log_metrics: bool = True,
+        image_key: str = "image",
+        label_key: str = "label",
+        pred_key: str = "pred",
+        region_key: str = "regions",
+    ) -> None:
+        if max_images < 1:
+            raise ValueError(f"max_images must be >= 1, got {max_images}.")
+        self.output_dir = Path(output_dir) if output_dir is not None else None
+        self.log_dir = log_dir
+        self._writer = summary_writer
+        self.evaluator = evaluator
+        self.max_images = max_images
+        self.tag = tag
+        self.log_metrics = log_metrics
+        self.image_key, self.label_key, self.pred_key, self.region_key = image_key, label_key, pred_key, region_key
+        self.logger = logging.getLogger(__name__)
+        self._owner: Engine | None = None
+        self._rows: list[tuple] = []
+        self._wanted: set[int] = set()
+        self._count = 0
+        self.last_png: Path | None = None
+
+    @property
+    def writer(self) -> Any:
+        if self._writer is None and self.log_dir is not None:
+            self._writer = SummaryWriter(log_dir=str(self.log_dir))
+        return self._writer
+
+    def attach(self, engine: Engine) -> None:
+        source = self.evaluator if self.evaluator is not None else engine
+        self._owner = engine
+        source.add_event_handler(Events.STARTED, self._started)
+        source.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
+        source.add_event_handler(Events.COMPLETED, self._completed)
+
+    def _started(self, engine: Engine) -> None:
+        self._rows = []
+        self._count = 0
+        n = engine.state.epoch_length or self.max_images
+        self._wanted = {int(i) for i in np.round(np.linspace(1, n, min(n, self.max_images)))}
+
+    def _collect(self, engine: Engine) -> None:
+        # count iterations of this run ourselves: MONAI's evaluator restarts its iteration count at every run but
+        # sets its epoch to the trainer's, so state.iteration/epoch cannot locate the iteration within the run
+        self._count += 1
+        if self._count not in self._wanted:
+            return
+        outputs, batches = samples_of(engine.state.output), samples_of(engine.state.batch)
+        for i, out in enumerate(outputs[:1]):  # one example per chosen iteration: spread over the run
+            if self.pred_key not in out or self.image_key not in out:
+                continue
+            batch = batches[i] if i < len(batches) else None
+            lq, regions = input_and_regions(out, batch, self.image_key, self.pred_key, self.region_key)
+            hq = out.get(self.label_key)
+            if hq is None and batch is not None:
+                hq = batch.get(self.label_key)
+            if hq is None or hq.shape[0] != out[self.pred_key].shape[0]:
+                hq = out[self.pred_key] * float("nan")  # no target (inference): blank tile
+            row = [lq[:1], out[self.pred_key][:1], hq[:1]] + ([regions] if regions is not None else [])
+            self._rows.append(tuple(r.detach().cpu() for r in row))
+
+    def _completed(self, engine: Engine) -> None:
+        step = self._owner.state.iteration if self.evaluator is not None else engine.state.epoch
+        writer = self.writer
+        if self.evaluator is not None and self.log_metrics and writer is not None:
+            for name, value in engine.state.metrics.items():
+                if isinstance(value, (int, float)) or (isinstance(value, torch.Tensor) and value.numel() == 1):
+                    writer.add_scalar(name, float(value), step)
+        if not self._rows:
+            return
+        rows = [tuple(torch.nan_to_num(r).numpy() for r in row) for row in self._rows[: self.max_images]]
+        panel = render_panel(rows)
+        if self.output_dir is not None:
+            self.last_png = save_png(panel, self.output_dir / f"{self.tag}_{step:07d}.png")
+            self.logger.info(f"saved image panel (LQ | restored | HQ | regions): {self.last_png}")
+        if writer is not None:
+            writer.add_image(self.tag, panel, step, dataformats="HWC")
+            writer.flush()
