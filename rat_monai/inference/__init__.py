@@ -5,8 +5,9 @@
 from __future__ import annotations
 
 from .dicom_writer import quantize_slice, write_dicom_series, write_nifti
+from .loading import bundle_version
 from .overview import save_overview
-from .restorer import FORMATS, ScanRestorer, bundle_version
+from .restorer import FORMATS, ScanRestorer
 
 __all__ = [
     "FORMATS",
