@@ -87,9 +87,7 @@ def _child(
         overrides["region_method"] = region_method
     restorer = ScanRestorer.from_bundle(
         ROOT / "bundles" / bundle,
-        # untrained weights of the requested width (the time does not depend on them): never the shipped model.pt
-        checkpoint=str(ROOT / "benchmarks" / "no-checkpoint.pt"),
-        allow_untrained=True,
+        untrained=True,  # weights of the requested width (the time does not depend on them), not the shipped model.pt
         width=width,
         batch_size=batch_size,
         device=device,

@@ -62,22 +62,6 @@ CATEGORIES = {
 }
 
 
-def _randomise(net, seed: int = 0):
-    """Seeded fan-in random weights, including the zero-initialised layer scales (as trained weights would)."""
-    import torch
-
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in net.parameters():
-            if p.ndim == 4 and p.shape[0] == 1:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.2)
-            elif p.ndim >= 2:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.5 * p[0].numel() ** -0.5)
-            else:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.2)
-    return net
-
-
 def matmul_rate(n: int, dtype_name: str, repeats: int = 3) -> float:
     """Best GFLOP/s of an ``n x n @ n x n`` matmul in ``dtype_name`` (``fp32``/``bf16``)."""
     import torch
@@ -134,6 +118,7 @@ def worker(cfg: dict) -> dict:
     import torch
 
     from rat_monai.networks.nets import RAT
+    from rat_monai.networks.utils import randomise_weights
 
     torch.set_num_threads(cfg["threads"])
     rates = {d: matmul_rate(cfg["matmul_n"], d) for d in ("fp32", "bf16")}
@@ -144,7 +129,7 @@ def worker(cfg: dict) -> dict:
         sys.path.insert(0, str(Path(cfg["authors_code"]).expanduser()))
         from Model_RAT import RAT as AuthorsRAT  # the authors' published model, from the local copy
 
-        net = _randomise(AuthorsRAT()).eval()
+        net = randomise_weights(AuthorsRAT()).eval()
         x, mask = torch.randn(1, 1, size, size), region_map(size)[None, None].float()
         base = current_rss_mib()
         with torch.no_grad():
@@ -154,7 +139,7 @@ def worker(cfg: dict) -> dict:
         return {**cfg, "matmul_gflops": rates, "seconds": seconds, "extra_peak_mib": peak_rss_mib() - base,
                 "peak_rss_gib": peak_rss_mib() / 1024, "load_before": os.getloadavg()[0],
                 "load_after": os.getloadavg()[0]}
-    net = _randomise(RAT(width=64, layout=layout, gradient_checkpointing=bool(cfg.get("ckpt", 0))))
+    net = randomise_weights(RAT(width=64, layout=layout, gradient_checkpointing=bool(cfg.get("ckpt", 0))))
     x = torch.randn(batch, 1, size, size)
     regions = region_map(size)[None].expand(batch, size, size).contiguous()
     res = {**cfg, "matmul_gflops": rates, "load_before": os.getloadavg()[0]}

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
-from .dicom import normalize_modality
+from .modality import normalize_modality
 
 __all__ = ["NORMALIZATION_DEFAULTS", "normalization_params", "normalize_units", "denormalize_units", "clipped_mask"]
 

@@ -21,16 +21,21 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pydicom.dataset import Dataset
+
+from .modality import normalize_modality
 
 __all__ = [
     "ASSUMED_UNITS",
     "UNIT_CHOICES",
+    "bqml_to_suv",
     "check_units_plausible",
     "parse_dicom_datetime",
     "read_declared_units",
     "resolve_units",
     "suv_body_weight_factor",
+    "suv_to_bqml",
     "units_descrip",
     "units_sidecar_path",
     "write_units_sidecar",
@@ -169,6 +174,32 @@ def suv_body_weight_factor(ds: Dataset, path: str | None = None, series_start: d
     return weight_kg * 1000.0 / decayed_dose
 
 
+def bqml_to_suv(values: Any, suv_factor: float) -> np.ndarray:
+    """Activity concentration (Bq/ml) -> body-weight SUV: ``values * suv_factor`` (computed in float64).
+
+    Args:
+        values: array-like (or CPU tensor) in Bq/ml.
+        suv_factor: SUV per Bq/ml, from :func:`suv_body_weight_factor` (``meta["suv_factor"]`` of ``load_volume``).
+
+    Returns:
+        float32 array in SUV.
+    """
+    return (np.asarray(values, dtype=np.float64) * float(suv_factor)).astype(np.float32)
+
+
+def suv_to_bqml(values: Any, suv_factor: float) -> np.ndarray:
+    """Body-weight SUV -> activity concentration (Bq/ml), the inverse of :func:`bqml_to_suv` (computed in float64).
+
+    Args:
+        values: array-like (or CPU tensor) in SUV.
+        suv_factor: SUV per Bq/ml.
+
+    Returns:
+        float32 array in Bq/ml.
+    """
+    return (np.asarray(values, dtype=np.float64) / float(suv_factor)).astype(np.float32)
+
+
 def resolve_units(requested: str, modality: str | None) -> str:
     """Validate ``requested`` against :data:`UNIT_CHOICES` and the modality; returns the lower-case choice."""
     if not isinstance(requested, str) or requested.lower() not in UNIT_CHOICES:
@@ -226,10 +257,9 @@ def read_declared_units(nifti_path: str | os.PathLike, descrip: Any = None) -> d
         except (OSError, ValueError):
             content = None
         if isinstance(content, dict) and str(content.get("units") or "").lower() in ("suv", "bqml", "hu"):
-            modality = str(content.get("modality") or "").upper() or None
             factor = content.get("suv_factor")
             return {
-                "modality": "PT" if modality == "PET" else modality,
+                "modality": normalize_modality(str(content.get("modality") or "") or None),
                 "units": str(content["units"]).lower(),
                 "suv_factor": float(factor) if isinstance(factor, (int, float)) and factor > 0 else None,
                 "source": str(side),
@@ -237,9 +267,8 @@ def read_declared_units(nifti_path: str | os.PathLike, descrip: Any = None) -> d
     text = descrip.decode("latin-1", "replace") if isinstance(descrip, bytes) else str(descrip or "")
     m = _DESCRIP_RE.match(text)
     if m:
-        modality = m.group(1).upper()
         return {
-            "modality": "PT" if modality == "PET" else modality,
+            "modality": normalize_modality(m.group(1)),
             "units": m.group(2).lower(),
             "suv_factor": None,
             "source": "NIfTI header descrip",
@@ -260,8 +289,6 @@ def check_units_plausible(values: Any, modality: str | None, units: str | None, 
     Raises:
         ValueError: naming the check, the figures, the file and ``check_units=False``.
     """
-    import numpy as np
-
     arr = np.asarray(values, dtype=np.float32)
     if arr.size == 0 or units not in ("hu", "suv"):
         return

@@ -15,14 +15,17 @@ from monai.data import MetaTensor, NibabelReader
 from monai.utils import SpaceKeys
 from torch.utils.data._utils.collate import default_collate_fn_map
 
-from .dicom import normalize_modality, read_dicom_series
+from .dicom import read_dicom_series
+from .modality import normalize_modality
 from .units import (
     ASSUMED_UNITS,
     UNIT_CHOICES,
+    bqml_to_suv,
     check_units_plausible,
     read_declared_units,
     resolve_units,
     suv_body_weight_factor,
+    suv_to_bqml,
 )
 
 __all__ = ["load_volume", "register_none_collate", "NIFTI_SUFFIXES"]
@@ -87,12 +90,12 @@ def _nifti_units(
     if req in ("auto", "stored") or stored is None or stored == req:
         out = stored if req in ("auto", "stored") else req
         if req == "auto" and stored == "bqml" and factor:  # PET "auto" means SUV, as for DICOM
-            return arr * float(factor), "suv", modality, factor
+            return torch.from_numpy(bqml_to_suv(arr, factor)), "suv", modality, factor
         return arr, out, modality, factor
     if stored == "bqml" and req == "suv" and factor:
-        return arr * float(factor), "suv", modality, factor
+        return torch.from_numpy(bqml_to_suv(arr, factor)), "suv", modality, factor
     if stored == "suv" and req == "bqml" and factor:
-        return arr / float(factor), "bqml", modality, factor
+        return torch.from_numpy(suv_to_bqml(arr, factor)), "bqml", modality, factor
     raise ValueError(
         f"NIfTI file {path} declares its values in {stored.upper()} ({declared['source']}), but units={req!r} was "
         f"requested and no conversion is possible{'' if factor else ' (no suv_factor in a sidecar)'}; load it with "
@@ -245,7 +248,7 @@ def load_volume(
         elif req in ("auto", "suv"):
             suv_factor = suv_body_weight_factor(first, path=series.files[0])
             out_units = "suv"
-            vol = (vol.astype(np.float64) * suv_factor).astype(np.float32)
+            vol = bqml_to_suv(vol, suv_factor)
         else:
             try:
                 suv_factor = suv_body_weight_factor(first, path=series.files[0])

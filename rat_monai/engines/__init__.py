@@ -6,11 +6,9 @@ from __future__ import annotations
 
 from .bundle_utils import (
     BundleUserError,
-    checkpoints_newest_first,
     datalist_split,
     ensure_dataset,
     epochs_for_iterations,
-    find_latest_checkpoint,
     handlers_for_rank,
     iteration_budget,
 )
@@ -20,10 +18,12 @@ from .handlers import (
     RestorationMetricsWriter,
     ResumableCheckpointSaver,
     ResumeCheckpointLoader,
+    TrainingTimeEstimate,
+    checkpoints_newest_first,
+    find_latest_checkpoint,
+    render_panel,
 )
-from .panels import region_colors, render_panel, save_png
-from .time_estimate import TrainingTimeEstimate
-from .utils import PrepareBatchStackRegions, StackedRegionLoss, split_stacked_target, stack_regions
+from .utils import PrepareBatchStackRegions
 
 __all__ = [
     "BundleUserError",
@@ -33,7 +33,6 @@ __all__ = [
     "RestorationMetricsWriter",
     "ResumableCheckpointSaver",
     "ResumeCheckpointLoader",
-    "StackedRegionLoss",
     "TrainingTimeEstimate",
     "checkpoints_newest_first",
     "datalist_split",
@@ -42,9 +41,5 @@ __all__ = [
     "find_latest_checkpoint",
     "handlers_for_rank",
     "iteration_budget",
-    "region_colors",
     "render_panel",
-    "save_png",
-    "split_stacked_target",
-    "stack_regions",
 ]

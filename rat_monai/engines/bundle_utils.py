@@ -1,32 +1,40 @@
 # Copyright (c) rat-monai contributors
 # Licensed under the Apache License, Version 2.0
-"""Small helpers the bundle configs call through ``$`` expressions: data on first run, iteration budget, resume,
-and which handlers run on which rank."""
+"""Small helpers the bundle configs call through ``$`` expressions: data on first run, iteration budget, a datalist
+split, and which handlers run on which rank (finding a checkpoint to resume from is
+``rat_monai.engines.handlers.checkpoint``)."""
 
 from __future__ import annotations
 
 import logging
 import math
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+from ignite.handlers import ProgressBar
+from monai.handlers import (
+    CheckpointSaver,
+    MetricsSaver,
+    StatsHandler,
+    TensorBoardImageHandler,
+    TensorBoardStatsHandler,
+)
+
+from rat_monai.data import load_datalist
+from rat_monai.simulation import simulate_dataset
+from rat_monai.engines.handlers import ImagePanelHandler, RestorationMetricsWriter
 
 __all__ = [
-    "checkpoints_newest_first",
     "datalist_split",
     "ensure_dataset",
     "epochs_for_iterations",
-    "find_latest_checkpoint",
     "handlers_for_rank",
     "iteration_budget",
 ]
 
 logger = logging.getLogger(__name__)
-
-_CKPT_RE = re.compile(r"iteration=(\d+)\.pt$")
 
 
 def _rank() -> int:
@@ -53,7 +61,7 @@ def ensure_dataset(
 
     This is what lets ``python -m monai.bundle run training --config_file bundles/rat_pet/configs/train.json`` work
     on a fresh clone with no data: the first run writes simulated low-dose / full-dose scans (see
-    :func:`rat_monai.data.simulate.simulate_dataset`) and a Decathlon-style datalist, and says so in the log; later
+    :func:`rat_monai.simulation.simulate_dataset`) and a Decathlon-style datalist, and says so in the log; later
     runs find the datalist and reuse it. Under ``torch.distributed`` rank 0 simulates while the others wait.
 
     Args:
@@ -79,8 +87,6 @@ def ensure_dataset(
                 f"`rat-monai datalist {folder}` or point the bundle's `datalist` id at your datalist JSON "
                 "(an empty or missing dataset_dir gets a simulated dataset instead)."
             )
-        from rat_monai.simulation import simulate_dataset
-
         logger.warning(
             f"no datalist at {datalist}: simulating a small paired {modality.upper()} dataset there first "
             f"({subjects} subjects, seed {seed}, shape {tuple(shape) if shape else 'default'}). To train on your own "
@@ -127,37 +133,6 @@ def iteration_budget(max_iterations: int, max_epochs: int, epoch_length: int) ->
     return max(1, min(int(max_iterations), int(max_epochs) * int(epoch_length)))
 
 
-def checkpoints_newest_first(ckpt_dir: str | Path, pattern: str = "checkpoint*iteration=*.pt") -> list[Path]:
-    """The resumable checkpoints in ``ckpt_dir``, highest iteration first (newest file first on a tie).
-
-    Matches the files MONAI's ``CheckpointSaver`` writes for interval and final saves (``checkpoint_iteration=N.pt``,
-    ``checkpoint_final_iteration=N.pt``); the temporary files of an atomic save (``.checkpoint_...tmp-PID``) never
-    match. Returns ``[]`` when there is none.
-    """
-    folder = Path(ckpt_dir)
-    found = []
-    for p in folder.glob(pattern) if folder.is_dir() else []:
-        m = _CKPT_RE.search(p.name)
-        if m:
-            found.append((int(m.group(1)), p.stat().st_mtime, p))
-    return [p for *_, p in sorted(found, reverse=True)]
-
-
-def find_latest_checkpoint(ckpt_dir: str | Path, pattern: str = "checkpoint*iteration=*.pt") -> str:
-    """Path of the resumable checkpoint with the highest iteration in ``ckpt_dir`` (see
-    :func:`checkpoints_newest_first`; :class:`~rat_monai.engines.ResumeCheckpointLoader` also skips corrupt ones).
-
-    Raises:
-        FileNotFoundError: when no such file exists (names the folder and the pattern).
-    """
-    found = checkpoints_newest_first(ckpt_dir, pattern)
-    if not found:
-        raise FileNotFoundError(
-            f"no checkpoint matching {pattern!r} in {ckpt_dir} to resume from: train first, or set --resume false."
-        )
-    return str(found[0])
-
-
 class BundleUserError(SystemExit):
     """A bundle run stopped by a user error (bad datalist, ...): ``monai.bundle run`` prints the message and exits 1.
 
@@ -178,8 +153,6 @@ def datalist_split(datalist: str | Path, key: str = "training") -> list[dict]:
     with the loader's message (which names the file and the key), so ``monai.bundle run`` prints it and exits 1
     without a traceback.
     """
-    from rat_monai.data import load_datalist
-
     try:
         items = load_datalist(datalist, key)
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
@@ -196,16 +169,17 @@ def datalist_split(datalist: str | Path, key: str = "training") -> list[dict]:
     return items
 
 
-# handler classes that write files or logs; on ranks > 0 of a distributed run they are dropped
+# handlers that write files or logs; on ranks > 0 of a distributed run they are dropped (subclasses included, e.g.
+# ResumableCheckpointSaver is a CheckpointSaver)
 _RANK_ZERO_ONLY = (
-    "CheckpointSaver",
-    "TensorBoardStatsHandler",
-    "TensorBoardImageHandler",
-    "StatsHandler",
-    "MetricsSaver",
-    "ImagePanelHandler",
-    "RestorationMetricsWriter",
-    "ProgressBar",
+    CheckpointSaver,
+    TensorBoardStatsHandler,
+    TensorBoardImageHandler,
+    StatsHandler,
+    MetricsSaver,
+    ImagePanelHandler,
+    RestorationMetricsWriter,
+    ProgressBar,
 )
 
 
@@ -213,8 +187,8 @@ def handlers_for_rank(handlers: Sequence[Any] | None, rank: int | None = None) -
     """The handlers a process of a distributed run should attach: all on rank 0, no writers/loggers elsewhere.
 
     Everything that takes part in collective work (validation, LR schedule, iteration limit, checkpoint loading)
-    stays on every rank; checkpoint savers, TensorBoard, stats logging, panels, CSV writers and progress bars run on
-    rank 0 only.
+    stays on every rank; checkpoint savers (``ResumableCheckpointSaver`` included), TensorBoard, stats logging,
+    panels, CSV writers and progress bars run on rank 0 only.
 
     Args:
         handlers: the configured handler objects.
@@ -225,4 +199,4 @@ def handlers_for_rank(handlers: Sequence[Any] | None, rank: int | None = None) -
     rank = _rank() if rank is None else rank
     if rank == 0:
         return list(handlers)
-    return [h for h in handlers if type(h).__name__ not in _RANK_ZERO_ONLY]
+    return [h for h in handlers if not isinstance(h, _RANK_ZERO_ONLY)]

@@ -4,16 +4,13 @@
 
 from __future__ import annotations
 
-from rat_monai.data.writers import quantize_slice, write_dicom_series, write_nifti
+from .loading import bundle_version
 from .overview import save_overview
-from .restorer import FORMATS, ScanRestorer, bundle_version
+from .restorer import FORMATS, ScanRestorer
 
 __all__ = [
     "FORMATS",
     "ScanRestorer",
     "bundle_version",
-    "quantize_slice",
     "save_overview",
-    "write_dicom_series",
-    "write_nifti",
 ]

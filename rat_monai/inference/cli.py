@@ -14,6 +14,10 @@ import json
 import signal
 from typing import Any
 
+from rat_monai.cli import UserError
+
+from .config_values import Plain, has_component
+from .restorer import ScanRestorer
 from .safety import ALLOW_CHOICES
 
 __all__ = ["add_arguments", "run", "parse_override"]
@@ -75,11 +79,6 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rat_monai.cli import UserError
-
-    from .config_values import Plain, has_component
-    from .restorer import ScanRestorer
-
     overrides: dict[str, Any] = dict(parse_override(o) for o in args.override)
     components = [k for k, v in overrides.items() if has_component(v)]
     if components:

@@ -19,6 +19,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from monai.bundle import ConfigParser
+
 __all__ = ["USER_VALUES", "Plain", "has_component", "make_parser", "set_plain", "set_user_values"]
 
 #: the global name under which the parser sees the user's values
@@ -46,8 +48,6 @@ def has_component(value: Any) -> bool:
 
 def make_parser(config: str | Path) -> Any:
     """A ``ConfigParser`` that reads ``config`` and can take plain user values (:func:`set_plain`)."""
-    from monai.bundle import ConfigParser
-
     parser = ConfigParser(globals={USER_VALUES: []})
     parser.read_config(str(config))
     return parser

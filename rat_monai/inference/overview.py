@@ -7,12 +7,11 @@ from __future__ import annotations
 import os
 
 import numpy as np
+from matplotlib.figure import Figure
+
+from rat_monai.visualize import CT_SOFT_TISSUE_WINDOW, PET_PERCENTILES, label_colors
 
 __all__ = ["pick_overview_slices", "save_overview"]
-
-# display windows in real units: CT soft tissue (level 40, width 400 HU); PET 0 .. 99.5th percentile of the input
-CT_WINDOW = (-160.0, 240.0)
-PET_PERCENTILE = 99.5
 
 
 def pick_overview_slices(volume: np.ndarray, num_slices: int = 3) -> list[int]:
@@ -36,14 +35,6 @@ def pick_overview_slices(volume: np.ndarray, num_slices: int = 3) -> list[int]:
     return [int(candidates[int((i + 0.5) * candidates.size / num_slices)]) for i in range(num_slices)]
 
 
-def _label_colours(labels: np.ndarray) -> np.ndarray:
-    """An RGB image giving every label a stable pseudo-random colour (same label -> same colour)."""
-    flat = labels.astype(np.int64).ravel()
-    h = (flat * 2654435761 + 12345) & 0xFFFFFF
-    rgb = np.stack([(h >> 16) & 255, (h >> 8) & 255, h & 255], axis=-1).astype(np.float32) / 255.0
-    return (0.25 + 0.75 * rgb).reshape(*labels.shape, 3)
-
-
 def save_overview(
     path: str | os.PathLike,
     inputs: np.ndarray,
@@ -61,28 +52,24 @@ def save_overview(
             as a DICOM viewer shows the source slice.
         restored: restored volume ``[X, Y, Z]`` in the same units.
         regions: region maps ``[X, Y, Z]`` or None (the column is left out). Defaults to None.
-        modality: ``"ct"`` (soft-tissue window) or ``"pet"`` (inverted grey, 0 .. 99.5th percentile). Defaults to
-            ``"ct"``.
+        modality: ``"ct"`` (soft-tissue window) or ``"pet"`` (inverted grey, 0 .. 99.5th percentile), see
+            :mod:`rat_monai.visualize`. Defaults to ``"ct"``.
         num_slices: rows in the figure. Defaults to 3.
         units: units label for the titles. Defaults to ``""``.
 
     Returns:
         the written path.
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
     if inputs.shape != restored.shape:
         raise ValueError(f"inputs {inputs.shape} and restored {restored.shape} must have the same shape.")
     zs = pick_overview_slices(inputs, num_slices)
     if modality == "pet":
-        lo, hi, cmap = 0.0, float(np.percentile(inputs, PET_PERCENTILE)) or 1.0, "gray_r"
+        lo, hi, cmap = 0.0, float(np.percentile(inputs, PET_PERCENTILES[1])) or 1.0, "gray_r"
     else:
-        lo, hi, cmap = CT_WINDOW[0], CT_WINDOW[1], "gray"
+        (lo, hi), cmap = CT_SOFT_TISSUE_WINDOW, "gray"
     cols = 3 if regions is not None else 2
-    fig, axes = plt.subplots(len(zs), cols, figsize=(3.2 * cols, 3.2 * len(zs)), squeeze=False)
+    fig = Figure(figsize=(3.2 * cols, 3.2 * len(zs)))  # no pyplot: no global figure state, no GUI backend
+    axes = fig.subplots(len(zs), cols, squeeze=False)
     for row, z in enumerate(zs):
         panels = [(inputs[:, :, z].T, f"input z={z}"), (restored[:, :, z].T, "restored")]
         for col, (img, title) in enumerate(panels):
@@ -91,11 +78,10 @@ def save_overview(
             ax.set_title(f"{title} [{units}]" if units else title, fontsize=8)
         if regions is not None:
             labels = regions[:, :, z].T
-            axes[row, 2].imshow(_label_colours(labels), interpolation="nearest")
+            axes[row, 2].imshow(label_colors(labels), interpolation="nearest")
             axes[row, 2].set_title(f"regions ({np.unique(labels).size})", fontsize=8)
         for ax in axes[row]:
             ax.axis("off")
     fig.tight_layout()
     fig.savefig(os.fspath(path), dpi=80)
-    plt.close(fig)
     return os.fspath(path)

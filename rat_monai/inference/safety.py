@@ -24,6 +24,10 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import pydicom
+
+from rat_monai.data.modality import normalize_modality
+
 __all__ = [
     "ALLOW_CHOICES",
     "F18_HALF_LIFE_S",
@@ -166,13 +170,11 @@ def check_input(meta: Mapping[str, Any], src: Path, modality: str, allow: frozen
         the ``"safety"`` record of the report: per check ``{"expected", "found", "status"}`` with status ``ok``,
         ``assumed``, ``unknown`` or ``overridden``, plus ``"allowed"`` (the overridden checks asked for).
     """
-    expected = "CT" if modality == "ct" else "PT"
+    expected = normalize_modality(modality)
     record: dict[str, Any] = {"allowed": sorted(allow), "modality": _check_modality(meta.get("modality"), expected,
                                                                                      src, allow)}  # fmt: skip
     files = list(meta.get("dicom_files") or [])
     if expected == "PT" and meta.get("modality") == "PT" and files:
-        import pydicom
-
         header = pydicom.dcmread(files[0], stop_before_pixels=True, force=True)
         record.update(check_acquisition(header, src, allow))
     units, want = meta.get("units"), ("suv" if expected == "PT" else "hu")

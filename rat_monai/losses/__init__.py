@@ -5,5 +5,6 @@
 from __future__ import annotations
 
 from .focal_region import FocalRegionLoss, region_mean_error
+from .stacked_region import StackedRegionLoss
 
-__all__ = ["FocalRegionLoss", "region_mean_error"]
+__all__ = ["FocalRegionLoss", "StackedRegionLoss", "region_mean_error"]

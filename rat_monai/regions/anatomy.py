@@ -16,6 +16,8 @@ region (region attention costs the sum of squared region sizes; air carries noth
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage as ndi
+from skimage.segmentation import watershed
 
 __all__ = ["body_outline", "air_tiles", "class_superpixels", "merge_small_pieces"]
 
@@ -38,8 +40,6 @@ def body_outline(
     Returns:
         bool ``[H, W]``.
     """
-    from scipy import ndimage as ndi
-
     fg = np.asarray(mask, dtype=bool)
     if opening > 0:
         fg = ndi.binary_opening(fg, structure=np.ones((3, 3), bool), iterations=int(opening))
@@ -62,8 +62,6 @@ def merge_small_pieces(classes: np.ndarray, min_size: int) -> np.ndarray:
 
     Pixels ``< 0`` (outside the body) are left alone and never lend their class. Returns int64 ``[H, W]``.
     """
-    from scipy import ndimage as ndi
-
     classes = np.asarray(classes, dtype=np.int64)
     inside = classes >= 0
     small = np.zeros(classes.shape, bool)
@@ -113,9 +111,6 @@ def class_superpixels(
     Returns:
         int64 ``[H, W]``: ``-1`` outside, otherwise superpixel labels (not contiguous).
     """
-    from scipy import ndimage as ndi
-    from skimage.segmentation import watershed
-
     classes = np.asarray(classes)
     h, w = classes.shape
     out = np.full((h, w), -1, np.int64)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 __all__ = ["RegionCache", "region_cache_key", "cached_partition"]
 
@@ -113,7 +114,7 @@ def cached_partition(
     batch_size: int = 8,
     progress: bool = False,
     desc: str = "regions",
-) -> np.ndarray:
+) -> tuple[np.ndarray, dict[str, int]]:
     """Partition ``slices [B, H, W]`` through ``cache``: only slices not in the cache are computed, in batches.
 
     Args:
@@ -125,7 +126,11 @@ def cached_partition(
         desc: progress bar label. Defaults to ``"regions"``.
 
     Returns:
-        int32 ``[B, H, W]``.
+        ``(labels, counts)``: int32 ``[B, H, W]`` and ``{"hits": slices read from the cache, "misses": slices
+        computed}`` (without a cache every slice is a miss).
+
+    Raises:
+        ValueError: ``slices`` is not ``[B, H, W]`` or ``batch_size`` < 1.
     """
     slices = np.asarray(slices)
     if slices.ndim != 3:
@@ -145,8 +150,6 @@ def cached_partition(
                 out[i] = hit
             else:
                 todo.append(i)
-    from tqdm.auto import tqdm
-
     with tqdm(total=len(slices), desc=desc, disable=not progress, unit="slice") as bar:
         bar.update(len(slices) - len(todo))
         for start in range(0, len(todo), batch_size):
@@ -157,4 +160,4 @@ def cached_partition(
                 if cache is not None:
                     cache.put(keys[i], res[j])  # type: ignore[arg-type]
             bar.update(len(idx))
-    return out
+    return out, {"hits": len(slices) - len(todo), "misses": len(todo)}

@@ -17,6 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+
+from rat_monai.data import load_volume
+from rat_monai.data.modality import short_modality
+from rat_monai.visualize import save_png
+
+from .cache import RegionCache, cached_partition
+from .factory import get_partitioner
+from .overlay import render_overlay
 
 __all__ = ["add_arguments", "run", "pick_slices"]
 
@@ -73,21 +82,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _modality(meta: dict[str, Any], given: str | None) -> str | None:
-    if given:
-        return given
-    m = str(meta.get("modality") or "").upper()
-    return {"CT": "ct", "PT": "pet", "PET": "pet"}.get(m)
+    return given or short_modality(meta.get("modality"), strict=False)
 
 
 def run(args: argparse.Namespace) -> int:
-    from PIL import Image
-
-    from rat_monai.data import load_volume
-
-    from .cache import RegionCache, cached_partition
-    from .factory import get_partitioner
-    from .overlay import render_overlay
-
     scan = Path(args.scan)
     if not scan.exists():
         raise FileNotFoundError(f"scan not found: {scan}")
@@ -120,21 +118,20 @@ def run(args: argparse.Namespace) -> int:
         if args.points_per_side:
             kwargs["points_per_side"] = args.points_per_side
         if args.bf16:
-            import torch
-
             kwargs["dtype"] = torch.bfloat16
         if args.device:
             kwargs["device"] = args.device
     part = get_partitioner(method, sam_checkpoint=args.sam_checkpoint, modality=modality, **kwargs)
     cache = RegionCache(args.cache_dir) if args.cache_dir else None
     slices = np.stack([data[0, :, :, z] for z in zs])
-    labels = cached_partition(part, slices, cache=cache, batch_size=2, progress=True, desc=f"regions ({part.method})")
+    desc = f"regions ({part.method})"
+    labels, _ = cached_partition(part, slices, cache=cache, batch_size=2, progress=True, desc=desc)
     out.mkdir(parents=True, exist_ok=True)
     window = getattr(part, "window")
     summary = {"scan": str(scan), "method": part.method, "settings": part.cache_key(), "slices": {}}
     for i, z in enumerate(zs):
         picture = render_overlay(window(slices[i]).T, labels[i].T)
-        Image.fromarray(picture).save(targets[z])
+        save_png(picture, targets[z])
         summary["slices"][str(z)] = {"png": targets[z].name, "num_regions": int(labels[i].max()) + 1}
         logger.info("slice %d: %d regions -> %s", z, int(labels[i].max()) + 1, targets[z])
     (out / "regions.json").write_text(json.dumps(summary, indent=2, default=str))

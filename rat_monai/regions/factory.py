@@ -8,9 +8,12 @@ import logging
 import os
 from typing import Any
 
+from rat_monai.data.modality import short_modality
+
 from .base import RegionPartitioner
 from .offline import OFFLINE_PARTITIONERS
 from .grid import GridPartitioner  # noqa: F401  (registers "grid" in OFFLINE_PARTITIONERS)
+from .sam import SamRegionGenerator
 from .tissue import CtTissuePartitioner, PetUptakePartitioner
 
 __all__ = ["get_partitioner", "PARTITION_METHODS", "DEFAULT_OFFLINE_METHOD", "FALLBACK_METHOD", "SAM_CHECKPOINT_ENV"]
@@ -22,7 +25,7 @@ DEFAULT_OFFLINE_METHOD = "tissue"
 FALLBACK_METHOD = "felzenszwalb"
 SAM_CHECKPOINT_ENV = "RAT_MONAI_SAM_CHECKPOINT"
 PARTITION_METHODS = ("auto", "sam", "tissue", *OFFLINE_PARTITIONERS)
-_TISSUE = {"ct": CtTissuePartitioner, "pet": PetUptakePartitioner, "pt": PetUptakePartitioner}
+_TISSUE = {"ct": CtTissuePartitioner, "pet": PetUptakePartitioner}
 
 
 def get_partitioner(
@@ -58,7 +61,7 @@ def get_partitioner(
         if sam_checkpoint is not None or kwargs.get("model") is not None:
             name = "sam"
         else:
-            known = modality is not None and str(modality).lower() in _TISSUE
+            known = short_modality(modality, strict=False) is not None
             name = DEFAULT_OFFLINE_METHOD if known else FALLBACK_METHOD
             logger.warning(
                 "region method 'auto': no SAM checkpoint configured (pass sam_checkpoint= or set %s), "
@@ -73,14 +76,12 @@ def get_partitioner(
                 f"method='sam' needs a SAM checkpoint: pass sam_checkpoint=PATH (or set {SAM_CHECKPOINT_ENV}), "
                 "or use an offline method such as 'tissue' (CT/PET) or 'felzenszwalb'."
             )
-        from .sam import SamRegionGenerator
-
         return SamRegionGenerator(checkpoint=sam_checkpoint, modality=modality, **kwargs)
     if sam_checkpoint is not None:
         logger.info("region method %r ignores sam_checkpoint=%s", name, sam_checkpoint)
     if name == "tissue":
-        key = None if modality is None else str(modality).lower()
-        if key not in _TISSUE:
+        key = short_modality(modality, strict=False)
+        if key is None:
             raise ValueError(
                 f"method='tissue' classes HU (CT) or SUV (PET) and needs modality='ct' or 'pet', got {modality!r}; "
                 "for other images use 'felzenszwalb', 'slic' or 'intensity'."

@@ -13,6 +13,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from scipy import ndimage as ndi
+from skimage.filters import threshold_multiotsu
+from skimage.segmentation import felzenszwalb, slic
 
 from .base import RegionPartitioner
 from .partition import relabel_contiguous
@@ -38,8 +41,6 @@ def merge_small_regions(labels: np.ndarray, min_size: int) -> np.ndarray:
     Returns:
         int32 ``[H, W]``, contiguous labels. If no region is large enough the input is returned relabelled.
     """
-    from scipy import ndimage as ndi
-
     labels = np.asarray(labels)
     comp = np.zeros(labels.shape, np.int64)
     offset = 0
@@ -128,8 +129,6 @@ class FelzenszwalbPartitioner(OfflinePartitioner):
         return {"scale": self.scale, "sigma": self.sigma, "min_size": self.min_size}
 
     def _segment(self, x: np.ndarray) -> np.ndarray:
-        from skimage.segmentation import felzenszwalb
-
         return felzenszwalb(x, scale=self.scale, sigma=self.sigma, min_size=self.min_size, channel_axis=None)
 
 
@@ -155,8 +154,6 @@ class SlicPartitioner(OfflinePartitioner):
         return {"n_segments": self.n_segments, "compactness": self.compactness, "sigma": self.sigma}
 
     def _segment(self, x: np.ndarray) -> np.ndarray:
-        from skimage.segmentation import slic
-
         return slic(
             x, n_segments=self.n_segments, compactness=self.compactness, sigma=self.sigma,
             channel_axis=None, start_label=0, enforce_connectivity=True,
@@ -184,8 +181,6 @@ class IntensityPartitioner(OfflinePartitioner):
         return {"classes": self.classes, "min_size": self.min_size}
 
     def _segment(self, x: np.ndarray) -> np.ndarray:
-        from skimage.filters import threshold_multiotsu
-
         if np.unique(x).size < self.classes:
             cls = relabel_contiguous(x)
         else:

@@ -5,19 +5,11 @@
 from __future__ import annotations
 
 import numpy as np
+from skimage.segmentation import find_boundaries
 
-__all__ = ["label_colors", "render_overlay"]
+from rat_monai.visualize import label_colors
 
-
-def label_colors(n: int, seed: int = 0) -> np.ndarray:
-    """``n`` distinct-ish RGB colours (uint8 ``[n, 3]``) from golden-ratio hue steps; deterministic."""
-    from matplotlib.colors import hsv_to_rgb
-
-    rng = np.random.default_rng(seed)
-    hue = (np.arange(n) * 0.618033988749895 + rng.random()) % 1.0
-    sat = 0.55 + 0.4 * ((np.arange(n) * 7) % 3) / 2
-    hsv = np.stack([hue, sat, np.full(n, 0.95)], axis=-1)
-    return np.rint(hsv_to_rgb(hsv) * 255).astype(np.uint8)
+__all__ = ["render_overlay"]
 
 
 def render_overlay(
@@ -32,10 +24,9 @@ def render_overlay(
         side_by_side: put the plain slice on the left of the overlay. Defaults to True.
 
     Returns:
-        uint8 ``[H, W, 3]`` (or ``[H, 2W, 3]`` side by side); region outlines are drawn in white.
+        uint8 ``[H, W, 3]`` (or ``[H, 2W, 3]`` side by side); region outlines are drawn in white. Each region has the
+        colour :func:`rat_monai.visualize.label_colors` gives its label in every picture.
     """
-    from skimage.segmentation import find_boundaries
-
     g = np.asarray(windowed, dtype=np.float32)
     lab = np.asarray(labels)
     if g.shape != lab.shape or g.ndim != 2:
@@ -43,11 +34,8 @@ def render_overlay(
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}.")
     grey = np.repeat((np.clip(g, 0, 1) * 255)[..., None], 3, axis=-1)
-    _, inv = np.unique(lab, return_inverse=True)
-    inv = inv.reshape(lab.shape)
-    colors = label_colors(int(inv.max()) + 1).astype(np.float32)
-    over = (1 - alpha) * grey + alpha * colors[inv]
-    over[find_boundaries(inv, mode="inner")] = 255.0
+    over = (1 - alpha) * grey + alpha * label_colors(lab).astype(np.float32)
+    over[find_boundaries(lab, mode="inner")] = 255.0
     out = np.rint(over).astype(np.uint8)
     if side_by_side:
         out = np.concatenate([np.rint(grey).astype(np.uint8), out], axis=1)

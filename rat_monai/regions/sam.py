@@ -23,11 +23,17 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from segment_anything import SamAutomaticMaskGenerator, sam_model_registry
+from segment_anything.modeling import Sam
+from segment_anything.utils.amg import batched_mask_to_box, build_point_grid, calculate_stability_score
+from segment_anything.utils.transforms import ResizeLongestSide
+from torchvision.ops.boxes import batched_nms
 
 from .base import RegionPartitioner
 from .partition import partition_from_masks
@@ -77,8 +83,6 @@ def load_sam(checkpoint: str | os.PathLike, model_type: str = "vit_b", device: s
         FileNotFoundError: the checkpoint does not exist.
         ValueError: unknown model type, unreadable file, or a checkpoint of another backbone / not a SAM state dict.
     """
-    from segment_anything import sam_model_registry
-
     if model_type not in sam_model_registry:
         raise ValueError(f"unknown SAM model_type {model_type!r}; choose one of {sorted(sam_model_registry)}.")
     path = Path(checkpoint)
@@ -178,9 +182,6 @@ class SamRegionGenerator(RegionPartitioner):
         model: torch.nn.Module | None = None,
         multimask_output: bool = True,
     ) -> None:
-        from segment_anything.modeling import Sam
-        from segment_anything.utils.transforms import ResizeLongestSide
-
         if model is not None and checkpoint is not None:
             raise ValueError("pass either checkpoint= (a path or a Sam) or model=, not both.")
         if isinstance(dtype, str):
@@ -264,8 +265,6 @@ class SamRegionGenerator(RegionPartitioner):
 
     def point_grid(self, img: np.ndarray) -> np.ndarray:
         """Point prompts ``[P, 2]`` (x, y in pixels) for one slice: the stock grid, minus air if ``skip_background``."""
-        from segment_anything.utils.amg import build_point_grid
-
         h, w = img.shape[-2:]
         points = build_point_grid(self.points_per_side) * np.array([[w, h]])
         if self.skip_background:
@@ -301,9 +300,6 @@ class SamRegionGenerator(RegionPartitioner):
         Returns:
             bool masks ``[M, H, W]`` and their areas ``[M]``.
         """
-        from segment_anything.utils.amg import batched_mask_to_box, calculate_stability_score
-        from torchvision.ops.boxes import batched_nms
-
         h, w = shape
         model = self.model
         pe = model.prompt_encoder.get_dense_pe()
@@ -350,8 +346,6 @@ class SamRegionGenerator(RegionPartitioner):
     # ------------------------------------------------------------------ main entry
     def __call__(self, slices: np.ndarray) -> np.ndarray:
         """Partitions of ``slices [B, H, W]`` (real units) as int32 ``[B, H, W]``."""
-        import time
-
         batch = self._as_batch(slices).astype(np.float32, copy=False)
         out = np.zeros(batch.shape, np.int32)
         if batch.shape[0] == 0:
@@ -375,8 +369,6 @@ class SamRegionGenerator(RegionPartitioner):
         Uses this generator's model, window, thresholds and ``multimask_output`` in float32 on the full point grid
         (the speed-ups do not apply). For tests and benchmarks; slow.
         """
-        from segment_anything import SamAutomaticMaskGenerator
-
         kwargs = dict(
             points_per_side=self.points_per_side, points_per_batch=self.points_per_batch,
             pred_iou_thresh=self.pred_iou_thresh, stability_score_thresh=self.stability_score_thresh,

@@ -34,6 +34,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from scipy import ndimage as ndi
+
+from rat_monai.data.modality import short_modality
 
 from .anatomy import air_tiles, body_outline, class_superpixels, merge_small_pieces
 from .base import RegionPartitioner
@@ -50,8 +53,6 @@ CT_CLASS_WINDOWS: tuple[tuple[float, float], ...] = (
 
 
 def _sobel(x: np.ndarray) -> np.ndarray:
-    from scipy import ndimage as ndi
-
     return np.hypot(ndi.sobel(x, axis=0), ndi.sobel(x, axis=1)).astype(np.float32)
 
 
@@ -84,8 +85,6 @@ class _AnatomicalBase(RegionPartitioner):
                 "air_tile": self.air_tile, "sigma": self.sigma, "attach": self.attach}  # fmt: skip
 
     def _smooth(self, img: np.ndarray) -> np.ndarray:
-        from scipy import ndimage as ndi
-
         x = np.asarray(img, dtype=np.float32)
         if not np.all(np.isfinite(x)):
             raise ValueError("the slice contains NaN or infinite values; fill or mask them before partitioning.")
@@ -126,7 +125,7 @@ class CtTissuePartitioner(_AnatomicalBase):
         sigma: float = 0.7,
         attach: float | None = None,
     ) -> None:
-        if modality is not None and str(modality).lower() != "ct":
+        if modality is not None and short_modality(modality, strict=False) != "ct":
             raise ValueError(f"CtTissuePartitioner works on CT in HU, got modality={modality!r}.")
         super().__init__("ct", cell, compactness, min_size, air_tile, sigma, cell if attach is None else attach)
         edges = tuple(float(e) for e in tissue_edges)
@@ -200,7 +199,7 @@ class PetUptakePartitioner(_AnatomicalBase):
         sigma: float = 0.7,
         attach: float = 0.0,
     ) -> None:
-        if modality is not None and str(modality).lower() not in ("pet", "pt"):
+        if modality is not None and short_modality(modality, strict=False) != "pet":
             raise ValueError(f"PetUptakePartitioner works on PET in SUV, got modality={modality!r}.")
         super().__init__("pet", cell, compactness, min_size, air_tile, sigma, attach)
         if body_suv <= 0 or hot_factor <= 0 or hot_min_suv <= 0 or hot_min_size < 1:
@@ -222,8 +221,6 @@ class PetUptakePartitioner(_AnatomicalBase):
 
     def classes(self, img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Class map (0 body, 1 hot; -1 outside) and the body mask."""
-        from scipy import ndimage as ndi
-
         s = self._smooth(img)
         uptake = s > self.body_suv
         body = body_outline(uptake, min_size=self.min_size)

@@ -4,7 +4,8 @@
 
 Region maps are computed before any training normalisation, on the slice in real units. Every partitioner first maps
 the slice to ``[0, 1]`` with a :class:`SliceWindow`: a fixed window ``(lo, hi)`` in the slice's units (the CT default,
-``(-1000, 1000)`` HU) or percentiles of the slice itself (the PET default, ``(0, 99.5)``). SAM then gets the window as
+``(-1000, 1000)`` HU) or percentiles of the slice itself (the PET default, ``(0, 99.5)``); the defaults are the
+windows of :mod:`rat_monai.visualize`. SAM then gets the window as
 8-bit RGB (:meth:`SliceWindow.to_rgb8`).
 """
 
@@ -13,22 +14,13 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from scipy import ndimage as ndi
+from skimage.filters import threshold_otsu
 
-__all__ = ["SliceWindow", "foreground_mask", "DEFAULT_CT_WINDOW", "DEFAULT_PET_PERCENTILES", "DEFAULT_PERCENTILES"]
+from rat_monai.data.modality import short_modality
+from rat_monai.visualize import CT_WIDE_WINDOW, DEFAULT_PERCENTILES, PET_PERCENTILES
 
-DEFAULT_CT_WINDOW: tuple[float, float] = (-1000.0, 1000.0)
-DEFAULT_PET_PERCENTILES: tuple[float, float] = (0.0, 99.5)
-DEFAULT_PERCENTILES: tuple[float, float] = (0.5, 99.5)
-_MODALITIES = {"ct": "ct", "pet": "pet", "pt": "pet"}
-
-
-def _norm_modality(modality: str | None) -> str | None:
-    if modality is None:
-        return None
-    key = str(modality).lower()
-    if key not in _MODALITIES:
-        raise ValueError(f"modality must be 'ct', 'pet' (or 'pt') or None, got {modality!r}.")
-    return _MODALITIES[key]
+__all__ = ["SliceWindow", "foreground_mask"]
 
 
 class SliceWindow:
@@ -52,7 +44,7 @@ class SliceWindow:
         window: tuple[float, float] | None = None,
         percentiles: tuple[float, float] | None = None,
     ) -> None:
-        self.modality = _norm_modality(modality)
+        self.modality = None if modality is None else short_modality(modality)
         if window is not None and percentiles is not None:
             raise ValueError("give either window=(lo, hi) or percentiles=(p_lo, p_hi), not both.")
         if window is not None:
@@ -67,9 +59,9 @@ class SliceWindow:
                 raise ValueError(f"percentiles must satisfy 0 <= p_lo < p_hi <= 100, got {tuple(percentiles)}.")
             self.window, self.percentiles = None, (plo, phi)
         elif self.modality == "ct":
-            self.window, self.percentiles = DEFAULT_CT_WINDOW, None
+            self.window, self.percentiles = CT_WIDE_WINDOW, None
         elif self.modality == "pet":
-            self.window, self.percentiles = None, DEFAULT_PET_PERCENTILES
+            self.window, self.percentiles = None, PET_PERCENTILES
         else:
             self.window, self.percentiles = None, DEFAULT_PERCENTILES
 
@@ -118,14 +110,10 @@ def foreground_mask(windowed: np.ndarray, threshold: float | str = "otsu", min_s
     Returns:
         bool ``[H, W]``.
     """
-    from scipy import ndimage as ndi
-
     x = np.asarray(windowed, dtype=np.float32)
     if isinstance(threshold, str):
         if threshold != "otsu":
             raise ValueError(f"threshold must be a number in [0, 1] or 'otsu', got {threshold!r}.")
-        from skimage.filters import threshold_otsu
-
         level = float(threshold_otsu(x)) if float(x.max()) > float(x.min()) else 1.0
     else:
         level = float(threshold)

@@ -13,7 +13,7 @@ from monai.data import MetaTensor
 from monai.transforms import InvertibleTransform, MapTransform, Transform
 from monai.utils import TraceKeys, TransformBackends, ensure_tuple_rep
 
-from rat_monai.data.dicom import normalize_modality
+from rat_monai.data.modality import normalize_modality
 from rat_monai.data.normalization import NORMALIZATION_DEFAULTS, clipped_mask, denormalize_units, normalize_units
 
 __all__ = [

@@ -13,7 +13,7 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 from monai.utils import ensure_tuple_rep
 
-from rat_monai.data.dicom import normalize_modality
+from rat_monai.data.modality import normalize_modality
 from rat_monai.data.units import ASSUMED_UNITS, write_units_sidecar
 from rat_monai.data.volume import load_volume
 

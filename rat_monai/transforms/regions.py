@@ -102,7 +102,8 @@ class RegionPartition(_PartitionBase):
                 f"RegionPartition expects a 2D slice [1, H, W] or [H, W], got shape {arr.shape}; "
                 "use RegionPartitionVolume for [C, H, W, D] volumes."
             )
-        labels = cached_partition(self.partitioner, arr[None], cache=self.cache)[0]
+        batch, _ = cached_partition(self.partitioner, arr[None], cache=self.cache)
+        labels = batch[0]
         return _wrap(labels[None], img, self.method, self.partitioner.cache_key(), int(labels.max()) + 1)
 
 
@@ -145,7 +146,7 @@ class RegionPartitionVolume(_PartitionBase):
                 f"RegionPartitionVolume expects a volume [1, H, W, D] or [H, W, D], got shape {arr.shape}."
             )
         slices = np.moveaxis(arr, -1, 0)
-        labels = cached_partition(
+        labels, _ = cached_partition(
             self.partitioner, slices, cache=self.cache, batch_size=self.batch_size, progress=self.progress
         )
         num = [int(s.max()) + 1 for s in labels]

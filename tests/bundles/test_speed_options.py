@@ -49,10 +49,10 @@ def test_train_config(bundle, enabled, tiny_overrides, tiny_datasets):
 @pytest.mark.parametrize("bundle", BUNDLES)
 def test_inference_config(bundle):
     # a tiny untrained network: not the bundle's shipped weights (they fit the default network only)
-    tiny = {"width": 8, "network_def#middle_blocks": 1, "network_def#layers_per_block": 1, "checkpoint": "none.pt"}
-    default = ScanRestorer.from_bundle(BUNDLES_DIR / bundle, allow_untrained=True, progress=False, **tiny)
+    tiny = {"width": 8, "network_def#middle_blocks": 1, "network_def#layers_per_block": 1, "untrained": True}
+    default = ScanRestorer.from_bundle(BUNDLES_DIR / bundle, progress=False, **tiny)
     assert default.amp is False and default.network.net.amp is False
-    fast = ScanRestorer.from_bundle(BUNDLES_DIR / bundle, allow_untrained=True, progress=False, amp=True, **tiny)
+    fast = ScanRestorer.from_bundle(BUNDLES_DIR / bundle, progress=False, amp=True, **tiny)
     assert fast.amp is True and fast.network.net.amp is True
     assert _parser(bundle, "inference", {"amp": True}).get_parsed_content("evaluator").amp is True
 

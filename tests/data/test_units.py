@@ -8,12 +8,19 @@ import copy
 import math
 from datetime import datetime
 
+import numpy as np
 import pydicom
 import pytest
 from _volume_test_utils import real_files, reference_suv_factor
 from pydicom.dataset import Dataset
 
-from rat_monai.data.units import parse_dicom_datetime, resolve_units, suv_body_weight_factor
+from rat_monai.data.units import (
+    bqml_to_suv,
+    parse_dicom_datetime,
+    resolve_units,
+    suv_body_weight_factor,
+    suv_to_bqml,
+)
 
 # (date, time, datetime) -> expected
 DATETIME_CASES = [
@@ -128,3 +135,14 @@ def test_resolve_units(units, modality, ok):
     else:
         with pytest.raises(ValueError):
             resolve_units(units, modality)
+
+
+def test_suv_bqml_round_trip():
+    bqml = np.array([[0.0, 1234.5], [5.0e4, 2.0e5]], dtype=np.float32)
+    factor = 7.3e-5  # SUV per Bq/ml
+    suv = bqml_to_suv(bqml, factor)
+    assert suv.dtype == np.float32
+    np.testing.assert_allclose(suv, bqml.astype(np.float64) * factor, rtol=1e-7)
+    back = suv_to_bqml(suv, factor)
+    assert back.dtype == np.float32
+    np.testing.assert_allclose(back, bqml, rtol=1e-6)

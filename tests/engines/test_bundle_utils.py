@@ -7,6 +7,7 @@ import tempfile
 import unittest
 from pathlib import Path
 
+import torch
 from ignite.handlers import ProgressBar
 from monai.handlers import CheckpointSaver, LrScheduleHandler, StatsHandler, ValidationHandler
 from parameterized import parameterized
@@ -14,9 +15,9 @@ from parameterized import parameterized
 from rat_monai.engines import (
     ImagePanelHandler,
     IterationLimitHandler,
+    ResumableCheckpointSaver,
     ensure_dataset,
     epochs_for_iterations,
-    find_latest_checkpoint,
     handlers_for_rank,
     iteration_budget,
 )
@@ -42,30 +43,17 @@ class TestBudget(unittest.TestCase):
             epochs_for_iterations(0, 5)
 
 
-class TestCheckpointsAndRanks(unittest.TestCase):
-    def test_find_latest(self):
-        with tempfile.TemporaryDirectory() as tmp:
-            with self.assertRaisesRegex(FileNotFoundError, "resume"):
-                find_latest_checkpoint(tmp)
-            for name in ("checkpoint_iteration=40.pt", "checkpoint_final_iteration=45.pt", "model.pt", "x_iteration=9"):
-                (Path(tmp) / name).write_bytes(b"")
-            self.assertTrue(find_latest_checkpoint(tmp).endswith("checkpoint_final_iteration=45.pt"))
-            (Path(tmp) / "checkpoint_iteration=100.pt").write_bytes(b"")
-            self.assertTrue(find_latest_checkpoint(tmp).endswith("checkpoint_iteration=100.pt"))
-        with self.assertRaises(FileNotFoundError):
-            find_latest_checkpoint("/nonexistent/rat_monai/folder")
-
+class TestRanks(unittest.TestCase):
     def test_handlers_for_rank(self):
-        import torch
-
         opt = torch.optim.SGD(torch.nn.Linear(1, 1).parameters(), lr=0.1)
         sched = torch.optim.lr_scheduler.StepLR(opt, 1)
         keep = [LrScheduleHandler(sched), ValidationHandler(interval=1), IterationLimitHandler(3)]
         drop = [
             StatsHandler(),
-            CheckpointSaver(save_dir=".", save_dict={"o": opt}),
+            ResumableCheckpointSaver(save_dir=".", save_dict={"o": opt}),  # what train.json uses (a subclass)
             ImagePanelHandler(),
             ProgressBar(),
+            CheckpointSaver(save_dir=".", save_dict={"o": opt}),
         ]
         handlers = keep[:1] + drop[:2] + keep[1:] + drop[2:]
         self.assertEqual(handlers_for_rank(handlers, rank=0), handlers)

@@ -8,8 +8,8 @@ import torch
 from monai.data import MetaTensor
 from parameterized import parameterized
 
-from rat_monai.engines import PrepareBatchStackRegions, StackedRegionLoss, split_stacked_target, stack_regions
-from rat_monai.losses import FocalRegionLoss
+from rat_monai.engines import PrepareBatchStackRegions
+from rat_monai.networks.region_channel import split_regions
 
 
 def _batch(b=2, h=12, w=10, regions_shape="channel"):
@@ -45,7 +45,7 @@ class TestPrepareBatchStackRegions(unittest.TestCase):
         self.assertTrue(torch.equal(inputs[:, 1:].long(), regions.long()))
         torch.testing.assert_close(targets[:, :1], batch["label"])
         if in_target:
-            label, back = split_stacked_target(targets)
+            label, back = split_regions(targets)
             self.assertTrue(torch.equal(back, regions.long()))
             torch.testing.assert_close(label, batch["label"])
         self.assertNotIsInstance(inputs, MetaTensor)
@@ -68,36 +68,6 @@ class TestPrepareBatchStackRegions(unittest.TestCase):
         batch["regions"] = batch["regions"][:, :, :5]
         with self.assertRaisesRegex(ValueError, "matching the image"):
             PrepareBatchStackRegions()(batch)
-        with self.assertRaisesRegex(ValueError, "2\\*\\*24|below"):
-            stack_regions(torch.zeros(1, 1, 2, 2), torch.full((1, 2, 2), 2**25))
-
-
-class TestStackedRegionLoss(unittest.TestCase):
-    def test_matches_direct_call(self):
-        batch = _batch(b=3)
-        _, target = PrepareBatchStackRegions(regions_in_target=True)(batch)
-        pred = torch.rand(3, 1, 12, 10, requires_grad=True)
-        inner = FocalRegionLoss(gamma=0.5)
-        got = StackedRegionLoss(inner)(pred, target)
-        want = inner(pred, batch["label"], batch["regions"].long())
-        torch.testing.assert_close(got, want)
-        got.backward()
-        self.assertIsNotNone(pred.grad)
-
-    def test_plain_loss(self):
-        batch = _batch()
-        _, target = PrepareBatchStackRegions(regions_in_target=True)(batch)
-        pred = torch.rand(2, 1, 12, 10)
-        got = StackedRegionLoss(torch.nn.L1Loss(), pass_regions=False)(pred, target)
-        torch.testing.assert_close(got, torch.nn.functional.l1_loss(pred, batch["label"]))
-
-    def test_ill_arg(self):
-        with self.assertRaises(ValueError):
-            StackedRegionLoss("l1")  # type: ignore[arg-type]
-        with self.assertRaisesRegex(ValueError, "stacked target"):
-            StackedRegionLoss(FocalRegionLoss())(torch.rand(2, 1, 4, 4), torch.rand(2, 1, 4, 4))
-        with self.assertRaisesRegex(ValueError, "differ in shape"):
-            StackedRegionLoss(FocalRegionLoss())(torch.rand(2, 1, 4, 4), torch.rand(2, 3, 4, 4))
 
 
 if __name__ == "__main__":

@@ -24,7 +24,8 @@ import torch
 from parameterized import parameterized
 
 from rat_monai.data import load_volume
-from rat_monai.inference import ScanRestorer, write_nifti
+from rat_monai.data.writers import write_nifti
+from rat_monai.inference import ScanRestorer
 from rat_monai.regions import RegionCache
 
 pytestmark = pytest.mark.filterwarnings("ignore::rat_monai.data.SliceSpacingWarning")
@@ -34,8 +35,7 @@ TINY_RAT = {
     "width": 8,
     "network_def#middle_blocks": 1,
     "network_def#layers_per_block": 1,
-    "allow_untrained": True,
-    "checkpoint": str(REPO / "tests" / "no_such_checkpoint.pt"),  # not the shipped weights (default network only)
+    "untrained": True,  # not the shipped weights (they fit the default network only)
     "progress": False,
 }
 
@@ -302,6 +302,16 @@ def test_checkpoint_loading(tmp_path):
     ckpt.write_bytes(b"garbage")
     with pytest.raises(ValueError, match="cannot read the checkpoint"):
         ScanRestorer(ScaledImage(), "ct", checkpoint=ckpt)
+
+
+def test_from_bundle_untrained():
+    """``untrained=True`` builds the bundle's network with its seeded initial weights and loads no checkpoint, even
+    when the bundle ships weights."""
+    bundle = REPO / "bundles" / "rat_pet"
+    restorer = ScanRestorer.from_bundle(bundle, **TINY_RAT)
+    assert restorer.untrained is True and restorer.checkpoint is None
+    with pytest.raises(ValueError, match="untrained=True"):
+        ScanRestorer.from_bundle(bundle, checkpoint="model.pt", **TINY_RAT)
 
 
 class TestScanRestorerArgs(unittest.TestCase):

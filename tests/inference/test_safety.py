@@ -21,7 +21,7 @@ from rat_monai.cli import main
 from rat_monai.data import load_volume
 from rat_monai.inference import ScanRestorer
 from rat_monai.inference.config_values import Plain
-from tests.inference.test_cli import NO_WEIGHTS, TINY  # the tiny untrained network the CLI tests use
+from tests.inference.test_cli import TINY  # the tiny untrained network the CLI tests use
 
 pytestmark = pytest.mark.filterwarnings("ignore::rat_monai.data.SliceSpacingWarning")
 
@@ -168,8 +168,8 @@ def test_user_values_are_not_evaluated(real_pet_dir, tmp_path, capsys, monkeypat
         assert not (tmp_path / "PWNED").exists(), option
     with pytest.raises(FileNotFoundError, match="checkpoint not found: @width"):  # a reference stays text
         ScanRestorer.from_bundle(REPO / "bundles" / "rat_pet", checkpoint="@width")
-    restorer = ScanRestorer.from_bundle(REPO / "bundles" / "rat_pet", allow_untrained=True, device="cpu",
-                                        checkpoint=NO_WEIGHTS, series_uid=Plain("%width"), width=8)  # fmt: skip
+    restorer = ScanRestorer.from_bundle(REPO / "bundles" / "rat_pet", untrained=True, device="cpu",
+                                        series_uid=Plain("%width"), width=8)  # fmt: skip
     assert restorer.series_uid == "%width"
 
 

@@ -17,6 +17,7 @@ from parameterized import parameterized
 from torch import nn
 
 from rat_monai.networks.nets import RAT, convert_official_rat_state_dict
+from rat_monai.networks.utils import randomise_weights
 
 
 class OffLayerNorm2d(nn.Module):
@@ -186,20 +187,6 @@ class OfficialRAT(nn.Module):
         return self.ending(x) + inp
 
 
-def _randomise(module: nn.Module, seed: int) -> None:
-    """Random weights everywhere (fan-in scaled, so activations stay O(1)), including the zero-initialised layer
-    scales, beta and gamma."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            if p.ndim == 4 and p.shape[0] == 1:  # layer scales / beta / gamma [1, C, 1, 1]
-                p.copy_(torch.randn(p.shape, generator=g) * 0.2)
-            elif p.ndim >= 2:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.5 * p[0].numel() ** -0.5)
-            else:  # biases, norm affine
-                p.copy_(torch.randn(p.shape, generator=g) * 0.2)
-
-
 # name, official kwargs, input shape (B, C, H, W), number of region labels
 TEST_CASES = [
     ["small", dict(width=16, middle_blk_num=6, n_layer=3, num_heads=4), (2, 1, 32, 48), 7],
@@ -228,7 +215,7 @@ class TestConvertOfficial(unittest.TestCase):
     def test_outputs_match(self, _, kw, shape, n_labels):
         torch.manual_seed(0)
         official = OfficialRAT(**kw).eval()
-        _randomise(official, 1)
+        randomise_weights(official, 1)
         x = torch.randn(shape)
         mask = torch.randint(0, n_labels, (shape[0], 1, shape[2], shape[3]))
         with torch.no_grad():
@@ -246,7 +233,7 @@ class TestConvertOfficial(unittest.TestCase):
         """A converter that got the head order wrong would be caught: permuting heads inside qkv changes outputs."""
         kw = TEST_CASES[0][1]
         official = OfficialRAT(**kw).eval()
-        _randomise(official, 2)
+        randomise_weights(official, 2)
         x, mask = torch.randn(1, 1, 32, 32), torch.randint(0, 5, (1, 1, 32, 32))
         sd = convert_official_rat_state_dict(official.state_dict())
         c, heads = 4 * kw["width"], kw["num_heads"]

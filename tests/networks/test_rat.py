@@ -10,26 +10,12 @@ import unittest
 import torch
 import torch.nn.functional as F
 from parameterized import parameterized
-from torch import nn
 
 from rat_monai.networks.blocks import NAFBlock, RATBlock, WindowSelfAttention, window_partition, window_unpartition
 from rat_monai.networks.nets import RAT
+from rat_monai.networks.utils import randomise_weights
 
 SMALL = dict(width=8, middle_blocks=2, layers_per_block=1, num_heads=2)
-
-
-def randomise(net: nn.Module, seed: int = 0) -> nn.Module:
-    """Fan-in scaled random weights, including the zero-initialised layer scales / NAFBlock beta, gamma."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in net.parameters():
-            if p.ndim == 4 and p.shape[0] == 1:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.2)
-            elif p.ndim >= 2:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.5 * p[0].numel() ** -0.5)
-            else:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.2)
-    return net
 
 
 # RAT kwargs, image shape (B, C, H, W), region shape, expected output shape
@@ -52,7 +38,7 @@ TEST_CASES = [
 class TestRAT(unittest.TestCase):
     @parameterized.expand(TEST_CASES)
     def test_shape(self, kwargs, x_shape, r_shape, out_shape):
-        net = randomise(RAT(**kwargs)).eval()
+        net = randomise_weights(RAT(**kwargs)).eval()
         x = torch.randn(x_shape)
         regions = None if r_shape is None else torch.randint(0, 5, r_shape)
         with torch.no_grad():
@@ -72,7 +58,8 @@ class TestRAT(unittest.TestCase):
         regions[1, 30:, 40:] = 7  # one more region
         results = {}
         for impl in ("dense", "packed"):
-            net = randomise(RAT(width=8, middle_blocks=1, layers_per_block=2, num_heads=4, region_attention=impl))
+            net = RAT(width=8, middle_blocks=1, layers_per_block=2, num_heads=4, region_attention=impl)
+            randomise_weights(net)
             xi = x.clone().requires_grad_()
             out = net(xi, regions)
             (out * torch.cos(torch.arange(out.numel()).view(out.shape).float())).sum().backward()
@@ -88,7 +75,7 @@ class TestRAT(unittest.TestCase):
             torch.testing.assert_close(results["packed"][1][name], grad, atol=tol, rtol=0, msg=name)
 
     def test_regions_matter_and_labels_are_arbitrary(self):
-        net = randomise(RAT(**SMALL), 3).eval()
+        net = randomise_weights(RAT(**SMALL), 3).eval()
         x = torch.randn(1, 1, 32, 32)
         regions = torch.randint(0, 4, (1, 32, 32))
         with torch.no_grad():
@@ -134,7 +121,7 @@ class TestRAT(unittest.TestCase):
         self.assertFalse(bool((real == pad_label).any()))
 
     def test_state_dict_round_trip(self):
-        net = randomise(RAT(**SMALL), 4).eval()
+        net = randomise_weights(RAT(**SMALL), 4).eval()
         buffer = io.BytesIO()
         torch.save(net.state_dict(), buffer)
         buffer.seek(0)
@@ -146,7 +133,7 @@ class TestRAT(unittest.TestCase):
 
     @parameterized.expand([["packed"], ["dense"]])
     def test_script(self, impl):
-        net = randomise(RAT(**SMALL, region_attention=impl), 5).eval()
+        net = randomise_weights(RAT(**SMALL, region_attention=impl), 5).eval()
         scripted = torch.jit.script(net)
         x, regions = torch.randn(2, 1, 21, 34), torch.randint(-1, 4, (2, 1, 21, 34))
         with torch.no_grad():
@@ -184,7 +171,7 @@ class TestRAT(unittest.TestCase):
         block = NAFBlock(8)
         x = torch.randn(1, 8, 9, 9)
         torch.testing.assert_close(block(x), x, atol=0, rtol=0)
-        randomise(block)
+        randomise_weights(block)
         self.assertGreater((block(x) - x).abs().max().item(), 1e-3)
 
     def test_ill_arg(self):

@@ -17,7 +17,7 @@ from rat_monai.networks.blocks import LayerNorm2d, NAFBlock, RATLayer, RegionSel
 from rat_monai.networks.blocks.nhwc import nchw_to_nhwc, nhwc_to_nchw, pixel_shuffle_nhwc
 from rat_monai.networks.blocks.region_attention import _packed_tokens, packed_score_work
 from rat_monai.networks.nets import RAT, StackedRegionRAT
-from test_rat import randomise  # noqa: E402  (tests/networks is on sys.path under pytest)
+from rat_monai.networks.utils import randomise_weights
 
 # RAT kwargs, image shape, region label range
 NET_CASES = [
@@ -58,7 +58,7 @@ class TestFastPathEqualsReference(unittest.TestCase):
     @parameterized.expand(NET_CASES)
     def test_network_values_and_gradients(self, kwargs, shape, label_range):
         torch.manual_seed(0)
-        ref = randomise(RAT(layout="nchw", **kwargs))
+        ref = randomise_weights(RAT(layout="nchw", **kwargs))
         fast = RAT(**kwargs)
         fast.load_state_dict(ref.state_dict())
         x = torch.randn(shape)
@@ -81,7 +81,7 @@ class TestFastPathEqualsReference(unittest.TestCase):
             (RegionSelfAttention(16, 4, impl="dense"), (regions,)),
             (RATLayer(16, 4, 4), (regions,)),
         ]:
-            block = randomise(block).double()
+            block = randomise_weights(block).double()
             out = nhwc_to_nchw(block.forward_nhwc(nchw_to_nhwc(x), *args))
             torch.testing.assert_close(out, block(x, *args), atol=1e-12, rtol=0, msg=type(block).__name__)
 
@@ -90,7 +90,7 @@ class TestFastPathEqualsReference(unittest.TestCase):
         torch.testing.assert_close(nhwc_to_nchw(pixel_shuffle_nhwc(nchw_to_nhwc(x), 2)), torch.nn.PixelShuffle(2)(x))
 
     def test_script_and_no_grad(self):
-        net = randomise(RAT(width=8, middle_blocks=1, layers_per_block=1, num_heads=2)).eval()
+        net = randomise_weights(RAT(width=8, middle_blocks=1, layers_per_block=1, num_heads=2)).eval()
         ref = RAT(width=8, middle_blocks=1, layers_per_block=1, num_heads=2, layout="nchw").eval()
         ref.load_state_dict(net.state_dict())
         x, regions = torch.randn(1, 1, 20, 28), torch.randint(0, 5, (1, 20, 28))
@@ -113,7 +113,7 @@ class TestStateDictKeys(unittest.TestCase):
 
     def test_round_trip_between_layouts(self):
         kwargs = dict(width=8, middle_blocks=1, layers_per_block=1, num_heads=2)
-        fast = randomise(RAT(gradient_checkpointing=True, amp=False, **kwargs)).eval()
+        fast = randomise_weights(RAT(gradient_checkpointing=True, amp=False, **kwargs)).eval()
         buffer = io.BytesIO()
         torch.save(fast.state_dict(), buffer)
         buffer.seek(0)
@@ -149,7 +149,7 @@ class TestPackedBuckets(unittest.TestCase):
 class TestGradientCheckpointing(unittest.TestCase):
     def test_same_gradients(self):
         kwargs = dict(width=8, middle_blocks=2, layers_per_block=2, num_heads=2)
-        plain = randomise(RAT(**kwargs), 3).train()
+        plain = randomise_weights(RAT(**kwargs), 3).train()
         ckpt = RAT(gradient_checkpointing=True, **kwargs).train()
         ckpt.load_state_dict(plain.state_dict())
         self.assertTrue(all(b.gradient_checkpointing for b in ckpt.middle))
@@ -186,7 +186,7 @@ class TestGradientCheckpointing(unittest.TestCase):
 class TestBF16(unittest.TestCase):
     def test_amp_option_cpu(self):
         kwargs = dict(width=8, middle_blocks=1, layers_per_block=1, num_heads=2)
-        net = randomise(RAT(**kwargs)).eval()
+        net = randomise_weights(RAT(**kwargs)).eval()
         amp = RAT(amp=True, **kwargs).eval()
         amp.load_state_dict(net.state_dict())
         x, regions = torch.randn(1, 1, 32, 32), torch.randint(0, 4, (1, 32, 32))
@@ -199,7 +199,7 @@ class TestBF16(unittest.TestCase):
     @unittest.skipUnless(torch.cuda.is_available(), "needs CUDA")
     def test_amp_option_cuda(self):
         kwargs = dict(width=8, middle_blocks=1, layers_per_block=1, num_heads=2)
-        net = randomise(RAT(**kwargs)).eval().cuda()
+        net = randomise_weights(RAT(**kwargs)).eval().cuda()
         amp = RAT(amp=True, **kwargs).eval().cuda()
         amp.load_state_dict(net.state_dict())
         x, regions = torch.randn(1, 1, 64, 64).cuda(), torch.randint(0, 4, (1, 64, 64)).cuda()
@@ -220,7 +220,7 @@ def test_bf16_close_to_fp32_on_real_slices(real_pet_dir, real_ct_dir):
     from rat_monai.data import load_volume, normalize_units
     from rat_monai.regions import get_partitioner
 
-    net = randomise(RAT(width=32), 7).eval()
+    net = randomise_weights(RAT(width=32), 7).eval()
     amp = RAT(width=32, amp=True).eval()
     amp.load_state_dict(net.state_dict())
     for modality, folder, crop in (("pet", real_pet_dir, 128), ("ct", real_ct_dir, 192)):

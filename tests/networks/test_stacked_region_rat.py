@@ -17,17 +17,10 @@ import torch
 from parameterized import parameterized
 
 from rat_monai.networks.nets import RAT, StackedRegionRAT
+from rat_monai.networks.region_channel import stack_regions
+from rat_monai.networks.utils import randomise_weights
 
 SMALL = dict(width=8, middle_blocks=2, layers_per_block=1, num_heads=2)
-
-
-def randomise(net: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in net.parameters():
-            scale = 0.2 if p.ndim < 2 or p.shape[0] == 1 else 0.5 * p[0].numel() ** -0.5
-            p.copy_(torch.randn(p.shape, generator=g) * scale)
-    return net
 
 
 # in_channels, out_channels, image H, W, region_attention
@@ -41,13 +34,13 @@ TEST_CASES = [
 class TestStackedRegionRAT(unittest.TestCase):
     @parameterized.expand(TEST_CASES)
     def test_equals_rat(self, cin, cout, h, w, impl):
-        wrapper = randomise(StackedRegionRAT(cin, cout, region_attention=impl, **SMALL), 1).eval()
+        wrapper = randomise_weights(StackedRegionRAT(cin, cout, region_attention=impl, **SMALL), 1).eval()
         self.assertTrue(all(k.startswith("net.") for k in wrapper.state_dict()))
         net = RAT(cin, cout, region_attention=impl, **SMALL).eval()
         net.load_state_dict({k[len("net.") :]: v for k, v in wrapper.state_dict().items()})
         image = torch.randn(2, cin, h, w)
         regions = torch.randint(-4, 7, (2, 1, h, w))
-        stacked = torch.cat([image, regions.float()], dim=1)
+        stacked = stack_regions(image, regions)
         with torch.no_grad():
             out = wrapper(stacked)
             self.assertEqual(out.shape, (2, cout, h, w))
@@ -61,9 +54,9 @@ class TestStackedRegionRAT(unittest.TestCase):
 
     @parameterized.expand([["packed"], ["dense"]])
     def test_script(self, impl):
-        wrapper = randomise(StackedRegionRAT(region_attention=impl, **SMALL), 2).eval()
+        wrapper = randomise_weights(StackedRegionRAT(region_attention=impl, **SMALL), 2).eval()
         scripted = torch.jit.script(wrapper)
-        x = torch.cat([torch.randn(2, 1, 27, 35), torch.randint(0, 6, (2, 1, 27, 35)).float()], dim=1)
+        x = stack_regions(torch.randn(2, 1, 27, 35), torch.randint(0, 6, (2, 1, 27, 35)))
         with torch.no_grad():
             torch.testing.assert_close(scripted(x), wrapper(x), atol=1e-5, rtol=0)
         # round trip through a file, as MONAI's ckpt_export / load do
@@ -86,13 +79,14 @@ _MEMORY_SCRIPT = textwrap.dedent(
     """
     import json, resource, torch
     from rat_monai.networks.nets import RAT, StackedRegionRAT
+    from rat_monai.networks.region_channel import stack_regions
     torch.set_num_threads(1)  # OpenMP spin-waits make 2 threads ~10x slower on a busy 2-core host
     kw = dict(width=8, middle_blocks=1, layers_per_block=1, num_heads=2)
     x = torch.randn(1, 1, 512, 512)
     yy, xx = torch.meshgrid(torch.arange(512), torch.arange(512), indexing="ij")
     regions = (yy // 86) * 6 + xx // 86  # 36 blocks
     net, wrapper = RAT(**kw).eval(), StackedRegionRAT(**kw).eval()
-    stacked = torch.cat([x, regions[None, None].float()], 1)
+    stacked = stack_regions(x, regions[None, None])
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     with torch.no_grad():
         a = net(x)  # regions=None: one region of all 16,384 latent tokens

@@ -56,16 +56,18 @@ class TestRegionCache(unittest.TestCase):
         with tempfile.TemporaryDirectory() as d:
             cache = RegionCache(d)
             with mock.patch.object(FelzenszwalbPartitioner, "__call__", side_effect=part.__call__, autospec=False) as m:
-                out1 = cached_partition(part, slices, cache=cache, batch_size=2)
+                out1, counts1 = cached_partition(part, slices, cache=cache, batch_size=2)
                 n_calls_first = m.call_count
-                out2 = cached_partition(part, slices, cache=cache, batch_size=2)
+                out2, counts2 = cached_partition(part, slices, cache=cache, batch_size=2)
                 self.assertEqual(m.call_count, n_calls_first)  # all hits the second time
+            self.assertEqual(counts1, {"hits": 0, "misses": 5})
+            self.assertEqual(counts2, {"hits": 5, "misses": 0})
             np.testing.assert_array_equal(out1, ref)
             np.testing.assert_array_equal(out2, ref)
             self.assertEqual(len(cache), 4)  # the duplicate slice shares one entry
             # another setting misses
             other = FelzenszwalbPartitioner(scale=40, min_size=5)
-            np.testing.assert_array_equal(cached_partition(other, slices, cache=cache), other(slices))
+            np.testing.assert_array_equal(cached_partition(other, slices, cache=cache)[0], other(slices))
             self.assertEqual(len(cache), 8)
 
     def test_corrupt_entry_is_a_miss(self):
@@ -101,12 +103,14 @@ def test_truncated_entry_is_recomputed_and_rewritten(real_pet_dir, tmp_path):
     slices = np.moveaxis(vol[0].numpy(), -1, 0)
     part = FelzenszwalbPartitioner(scale=20, min_size=5)
     cache = RegionCache(tmp_path / "cache")
-    ref = cached_partition(part, slices, cache=cache)
+    ref, _ = cached_partition(part, slices, cache=cache)
     entry = cache.path(cache.key(slices[1], part.cache_key()))
     good = entry.read_bytes()
     entry.write_bytes(good[: len(good) // 2])  # truncated: zipfile.BadZipFile on np.load
     assert cache.get(cache.key(slices[1], part.cache_key())) is None
-    np.testing.assert_array_equal(cached_partition(part, slices, cache=cache), ref)
+    labels, counts = cached_partition(part, slices, cache=cache)
+    np.testing.assert_array_equal(labels, ref)
+    assert counts == {"hits": len(slices) - 1, "misses": 1}
     np.testing.assert_array_equal(cache.get(cache.key(slices[1], part.cache_key())), ref[1])  # rewritten
 
 

@@ -134,7 +134,7 @@ class TestSamRegionGenerator(unittest.TestCase):
             self.assertEqual(out.meta["region_method"], "sam")
             np.testing.assert_array_equal(out.numpy(), gen(x))
             self.assertEqual(len(RegionCache(d)), 1)
-            np.testing.assert_array_equal(cached_partition(gen, x, RegionCache(d)), gen(x))
+            np.testing.assert_array_equal(cached_partition(gen, x, RegionCache(d))[0], gen(x))
 
     def test_ill_arg(self):
         with tempfile.TemporaryDirectory() as d:

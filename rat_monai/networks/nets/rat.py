@@ -14,6 +14,7 @@ from rat_monai.networks.blocks.nafblock import NAFBlock
 from rat_monai.networks.blocks.nhwc import conv1x1_nhwc, nchw_to_nhwc, nhwc_to_nchw, pixel_shuffle_nhwc
 from rat_monai.networks.blocks.rat_block import RATBlock
 from rat_monai.networks.blocks.region_attention import DEFAULT_SCORE_BUDGET, REGION_ATTENTION_IMPLS
+from rat_monai.networks.region_channel import split_regions
 
 __all__ = ["RAT", "StackedRegionRAT", "RAT_LAYOUTS"]
 
@@ -296,8 +297,9 @@ class StackedRegionRAT(nn.Module):
 
     ``forward(x)`` takes ``[B, in_channels + 1, H, W]``; channels ``[:in_channels]`` are the image, the last channel
     holds the region labels as float values, rounded to the nearest integer (exact for labels up to 2**24 in
-    float32). Scriptable with ``torch.jit.script`` (MONAI ``ckpt_export``). The wrapped network is ``self.net``, so
-    state dict keys carry the prefix ``net.``.
+    float32): the convention of :mod:`rat_monai.networks.region_channel` (build the input with ``stack_regions``;
+    ``forward`` takes it apart with ``split_regions``). Scriptable with ``torch.jit.script`` (MONAI ``ckpt_export``).
+    The wrapped network is ``self.net``, so state dict keys carry the prefix ``net.``.
 
     Args:
         in_channels: image channels (without the region channel). Defaults to 1.
@@ -307,9 +309,10 @@ class StackedRegionRAT(nn.Module):
 
     Examples::
 
+        >>> from rat_monai.networks.region_channel import stack_regions
         >>> net = StackedRegionRAT(width=16)
         >>> image, regions = torch.randn(1, 1, 64, 64), torch.randint(0, 9, (1, 1, 64, 64))
-        >>> net(torch.cat([image, regions.float()], dim=1)).shape
+        >>> net(stack_regions(image, regions)).shape
         torch.Size([1, 1, 64, 64])
     """
 
@@ -336,5 +339,5 @@ class StackedRegionRAT(nn.Module):
         """
         if not torch.jit.is_scripting() and not torch.jit.is_tracing():
             self._check_input(x)
-        regions = torch.round(x[:, self.in_channels]).to(torch.int64)
-        return self.net(x[:, : self.in_channels], regions)
+        image, regions = split_regions(x, self.in_channels)
+        return self.net(image, regions)

@@ -48,7 +48,7 @@ CASES = [
 def test_estimate_and_warning(step, total, device, warned, caplog):
     clock = FakeClock(step, first=30.0)  # a slow first iteration must not enter the estimate (skip=2)
     handler = TrainingTimeEstimate(max_iterations=total, device=device, skip=2, measure=5, clock=clock)
-    with caplog.at_level(logging.INFO, logger="rat_monai.engines.time_estimate"):
+    with caplog.at_level(logging.INFO, logger="rat_monai.engines.handlers.time_estimate"):
         _run(handler, clock, max_epochs=1, epoch_length=10)
     assert handler.seconds_per_iteration == pytest.approx(step)
     assert handler.estimate_seconds == pytest.approx(step * (total - 7))  # measured after iteration 2 + 5

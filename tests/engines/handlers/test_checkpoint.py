@@ -5,6 +5,8 @@ complete, resume skipping a damaged newest checkpoint, and the best key-metric v
 
 from __future__ import annotations
 
+import tempfile
+import unittest
 from pathlib import Path
 from unittest import mock
 
@@ -13,7 +15,13 @@ import torch
 from ignite.engine import Engine, Events
 from monai.handlers import CheckpointSaver
 
-from rat_monai.engines import ResumableCheckpointSaver, ResumeCheckpointLoader, checkpoints_newest_first
+from rat_monai.engines import (
+    IterationLimitHandler,
+    ResumableCheckpointSaver,
+    ResumeCheckpointLoader,
+    checkpoints_newest_first,
+    find_latest_checkpoint,
+)
 
 
 def _train(tmp: Path, iterations: int, save_interval: int = 2, n_saved: int = 1, **kwargs) -> torch.nn.Module:
@@ -125,3 +133,80 @@ def test_best_metric_survives_resume(tmp_path):
     assert _model_pt_weight(tmp_path) == 45.0
     assert checkpoints_newest_first(tmp_path)[0].name == "checkpoint_iteration=4.pt"
     assert not list(tmp_path.glob(".*"))  # no temporary files
+
+
+class TestFindLatest(unittest.TestCase):
+    def test_find_latest(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            with self.assertRaisesRegex(FileNotFoundError, "resume"):
+                find_latest_checkpoint(tmp)
+            for name in ("checkpoint_iteration=40.pt", "checkpoint_final_iteration=45.pt", "model.pt", "x_iteration=9"):
+                (Path(tmp) / name).write_bytes(b"")
+            self.assertTrue(find_latest_checkpoint(tmp).endswith("checkpoint_final_iteration=45.pt"))
+            (Path(tmp) / "checkpoint_iteration=100.pt").write_bytes(b"")
+            self.assertTrue(find_latest_checkpoint(tmp).endswith("checkpoint_iteration=100.pt"))
+        with self.assertRaises(FileNotFoundError):
+            find_latest_checkpoint("/nonexistent/rat_monai/folder")
+
+
+class TestResume(unittest.TestCase):
+    def _trainer(self, net, opt, sched):
+        def step(engine, batch):
+            opt.zero_grad()
+            loss = net(batch).pow(2).mean()
+            loss.backward()
+            opt.step()
+            return loss.item()
+
+        engine = Engine(step)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, lambda e: sched.step())
+        return engine
+
+    def test_save_and_resume_continue_iterations(self):
+        data = [torch.randn(4, 3) for _ in range(5)]
+        with tempfile.TemporaryDirectory() as tmp:
+            net = torch.nn.Linear(3, 1)
+            opt = torch.optim.Adam(net.parameters(), lr=0.1)
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=20)
+            trainer = self._trainer(net, opt, sched)
+            saver = ResumableCheckpointSaver(
+                save_dir=tmp,
+                save_dict={"model": net, "optimizer": opt, "lr_scheduler": sched},
+                save_interval=3,
+                epoch_level=False,
+                n_saved=1,
+                save_final=True,
+            )
+            saver.attach(trainer)
+            IterationLimitHandler(7).attach(trainer)
+            trainer.run(data, max_epochs=10)
+            self.assertEqual(trainer.state.iteration, 7)
+            latest = find_latest_checkpoint(tmp)
+            self.assertTrue(latest.endswith("final_iteration=7.pt"), latest)
+            ckpt = torch.load(latest, map_location="cpu", weights_only=True)
+            self.assertEqual(set(ckpt), {"model", "optimizer", "lr_scheduler", "trainer"})
+            self.assertEqual(ckpt["trainer"]["iteration"], 7)
+
+            net2 = torch.nn.Linear(3, 1)
+            opt2 = torch.optim.Adam(net2.parameters(), lr=0.1)
+            sched2 = torch.optim.lr_scheduler.CosineAnnealingLR(opt2, T_max=20)
+            trainer2 = self._trainer(net2, opt2, sched2)
+            seen = []
+            loader = ResumeCheckpointLoader(tmp, {"model": net2, "optimizer": opt2, "lr_scheduler": sched2})
+            loader.attach(trainer2)
+            trainer2.add_event_handler(Events.ITERATION_STARTED, lambda e: seen.append(e.state.iteration))
+            trainer2.add_event_handler(
+                Events.STARTED, lambda e: self.assertEqual(sched2.last_epoch, sched.last_epoch)
+            )
+            IterationLimitHandler(12).attach(trainer2)
+            trainer2.run(data, max_epochs=10)
+            self.assertEqual(seen[0], 8)  # ITERATION_STARTED sees the count already incremented
+            self.assertEqual(trainer2.state.iteration, 12)
+            self.assertEqual(loader.loaded_path, latest)
+
+    def test_disabled_and_missing(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            engine = Engine(lambda e, b: None)
+            ResumeCheckpointLoader(tmp, {"model": torch.nn.Linear(1, 1)}, enabled=False).attach(engine)
+            with self.assertRaisesRegex(FileNotFoundError, "no checkpoint"):
+                ResumeCheckpointLoader(tmp, {"model": torch.nn.Linear(1, 1)}).attach(engine)

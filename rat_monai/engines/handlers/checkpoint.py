@@ -1,7 +1,7 @@
 # Copyright (c) rat-monai contributors
 # Licensed under the Apache License, Version 2.0
 """Checkpoints that survive a kill: atomic saves, resume from the newest readable checkpoint, the best key-metric
-value carried across a resume.
+value carried across a resume, and finding the newest resumable checkpoint of a folder.
 
 Both handlers follow MONAI's handler protocol (``attach(engine)``) and are listed in the bundles' ``train#handlers``.
 """
@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import ignite.distributed as idist
 import torch
 from ignite.handlers.checkpoint import BaseSaveHandler
 from monai.handlers import CheckpointSaver
 from monai.utils import IgniteInfo, min_version, optional_import
-
-from rat_monai.engines.bundle_utils import checkpoints_newest_first
 
 if TYPE_CHECKING:
     from ignite.engine import Engine, Events
@@ -30,10 +30,50 @@ else:
     Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
     Checkpoint, _ = optional_import("ignite.handlers", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Checkpoint")
 
-__all__ = ["KEY_METRIC_KEY", "ResumableCheckpointSaver", "ResumeCheckpointLoader", "make_saves_atomic"]
+__all__ = [
+    "KEY_METRIC_KEY",
+    "ResumableCheckpointSaver",
+    "ResumeCheckpointLoader",
+    "checkpoints_newest_first",
+    "find_latest_checkpoint",
+    "make_saves_atomic",
+]
 
 #: key of the best key-metric value in a resumable checkpoint
 KEY_METRIC_KEY = "key_metric"
+
+_CKPT_RE = re.compile(r"iteration=(\d+)\.pt$")
+
+
+def checkpoints_newest_first(ckpt_dir: str | Path, pattern: str = "checkpoint*iteration=*.pt") -> list[Path]:
+    """The resumable checkpoints in ``ckpt_dir``, highest iteration first (newest file first on a tie).
+
+    Matches the files MONAI's ``CheckpointSaver`` writes for interval and final saves (``checkpoint_iteration=N.pt``,
+    ``checkpoint_final_iteration=N.pt``); the temporary files of an atomic save (``.checkpoint_...tmp-PID``) never
+    match. Returns ``[]`` when there is none.
+    """
+    folder = Path(ckpt_dir)
+    found = []
+    for p in folder.glob(pattern) if folder.is_dir() else []:
+        m = _CKPT_RE.search(p.name)
+        if m:
+            found.append((int(m.group(1)), p.stat().st_mtime, p))
+    return [p for *_, p in sorted(found, reverse=True)]
+
+
+def find_latest_checkpoint(ckpt_dir: str | Path, pattern: str = "checkpoint*iteration=*.pt") -> str:
+    """Path of the resumable checkpoint with the highest iteration in ``ckpt_dir`` (see
+    :func:`checkpoints_newest_first`; :class:`ResumeCheckpointLoader` also skips corrupt ones).
+
+    Raises:
+        FileNotFoundError: when no such file exists (names the folder and the pattern).
+    """
+    found = checkpoints_newest_first(ckpt_dir, pattern)
+    if not found:
+        raise FileNotFoundError(
+            f"no checkpoint matching {pattern!r} in {ckpt_dir} to resume from: train first, or set --resume false."
+        )
+    return str(found[0])
 
 
 class _AtomicSaveHandler(BaseSaveHandler):
@@ -59,8 +99,6 @@ class _AtomicSaveHandler(BaseSaveHandler):
         return getattr(self.inner, "filename", None) or filename
 
     def _is_saving_rank(self) -> bool:
-        import ignite.distributed as idist
-
         return idist.get_rank() == getattr(self.inner, "save_on_rank", 0)
 
     def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
@@ -174,7 +212,7 @@ class ResumeCheckpointLoader:
     Works like MONAI's ``CheckpointLoader`` (``weights_only`` load, the configured ``max_epochs`` kept) and, like
     :class:`ResumableCheckpointSaver`, adds the engine it is attached to under ``engine_key``, so the iteration
     count continues from the checkpoint. ``path`` may be a checkpoint file or a folder: then the checkpoints there
-    are tried from the highest iteration down (:func:`~rat_monai.engines.checkpoints_newest_first`), and one that
+    are tried from the highest iteration down (:func:`checkpoints_newest_first`), and one that
     cannot be read (truncated by a kill or a full disk) is skipped with a warning naming it, so the newest VALID one
     is used. The choice is made when the handler is attached, i.e. when training starts.
 

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import torch
 
-BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "rat_pet"
+BUNDLE = Path(__file__).resolve().parents[3] / "bundles" / "rat_pet"
 
 TINY = [
     "--width", "8", "--network_def#middle_blocks", "1", "--network_def#layers_per_block", "1",
