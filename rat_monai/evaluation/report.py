@@ -96,7 +96,8 @@ def markdown_report(result: dict[str, Any], title: str | None = None) -> str:
         lines += ["", "## Tuning (validation split, mean slice PSNR)", ""]
         for d, t in result["tuning"].items():
             grid = ", ".join(f"{k:g}: {v:.2f}" for k, v in t["mean_psnr_by_strength"].items())
-            lines.append(f"- {d}: best {t['best']:g} on {t['validation_slices']} slices ({grid})")
+            on = f" on the {t['stabilize']} of the image" if t.get("stabilize") else ""
+            lines.append(f"- {d}{on}: best {t['best']:g} on {t['validation_slices']} slices ({grid})")
     return "\n".join(lines) + "\n"
 
 

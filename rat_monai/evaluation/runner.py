@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from .methods import IdentityMethod, Method, NetworkMethod, classical_method, tune
+from .methods import IdentityMethod, Method, NetworkMethod, classical_method, stabilizer_for, tune
 from .metrics import DEFAULT_CT_WINDOW, metric_settings, slice_metrics, volume_metrics
 from .statistics import mean_std, paired_bootstrap
 
@@ -128,9 +128,12 @@ def _tune_classical(
 
     methods, record = [], {}
     for d in denoisers:
-        best, scores = tune(d, low, full, score)
-        methods.append(classical_method(d, best))
+        stabilize = stabilizer_for(d, modality)
+        best, scores = tune(d, low, full, score, stabilize=stabilize)
+        methods.append(classical_method(d, best, stabilize=stabilize))
         record[d] = {"best": best, "validation_slices": int(len(low)), "mean_psnr_by_strength": scores}
+        if stabilize:
+            record[d]["stabilize"] = stabilize
     return methods, record
 
 
