@@ -4,8 +4,9 @@
 
 The names below are loaded on first use (PEP 562 module ``__getattr__``), not when the package is imported: the
 modality table (:mod:`~rat_monai.data.modality`) is imported by :mod:`rat_monai.regions`, and an eager ``__init__``
-loads ``monai`` (through ``volume``/``slicing``) with it: 2 s of the 5.5 s that ``import rat_monai.regions`` took (measured with ``python -X importtime``). ``from rat_monai.data
-import load_volume`` and ``rat_monai.data.load_volume`` work as before.
+loads ``monai`` (through ``volume``/``slicing``) with it: 2 s of the 5.5 s that ``import rat_monai.regions`` took
+(measured with ``python -X importtime``). ``from rat_monai.data import load_volume`` and
+``rat_monai.data.load_volume`` work as before.
 """
 
 from __future__ import annotations
