@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 from .base import RegionPartitioner, settings_digest
@@ -77,6 +76,8 @@ if TYPE_CHECKING:
 def __getattr__(name: str) -> Any:
     if name not in _SAM_NAMES:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(import_module(".sam", __name__), name)
+    from . import sam  # see above: loaded on first use
+
+    value = getattr(sam, name)
     globals()[name] = value
     return value

@@ -67,6 +67,14 @@ class TestRegionPartition(unittest.TestCase):
         out = RegionPartitiond(keys="missing", allow_missing_keys=True, **KW)(data)
         self.assertNotIn("regions", out)
 
+    def test_region_kwargs_dict(self):
+        # partitioner settings as one dict (a bundle's `region_kwargs` id) give the same partitioner as keywords
+        method, settings = {k: v for k, v in KW.items() if k in ("method", "modality")}, {"scale": 50.0, "min_size": 10}
+        for cls in (RegionPartitiond, RegionPartitionVolumed):
+            by_dict = cls(region_kwargs=settings, **method).inner.partitioner.cache_key()
+            self.assertEqual(by_dict, cls(**KW).inner.partitioner.cache_key())
+            self.assertNotEqual(by_dict, cls(region_kwargs=settings, scale=20.0, **method).inner.partitioner.cache_key())
+
     def test_disk_cache_with_monai_datasets(self):
         data = [{"image": _slice(i)[None]} for i in range(3)]
         with tempfile.TemporaryDirectory() as d:
