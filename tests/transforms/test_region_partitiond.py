@@ -69,11 +69,13 @@ class TestRegionPartition(unittest.TestCase):
 
     def test_region_kwargs_dict(self):
         # partitioner settings as one dict (a bundle's `region_kwargs` id) give the same partitioner as keywords
-        method, settings = {k: v for k, v in KW.items() if k in ("method", "modality")}, {"scale": 50.0, "min_size": 10}
+        method = {"method": KW["method"], "modality": KW["modality"]}
+        settings = {"scale": KW["scale"], "min_size": KW["min_size"]}
         for cls in (RegionPartitiond, RegionPartitionVolumed):
             by_dict = cls(region_kwargs=settings, **method).inner.partitioner.cache_key()
             self.assertEqual(by_dict, cls(**KW).inner.partitioner.cache_key())
-            self.assertNotEqual(by_dict, cls(region_kwargs=settings, scale=20.0, **method).inner.partitioner.cache_key())
+            overridden = cls(region_kwargs=settings, scale=20.0, **method).inner.partitioner.cache_key()
+            self.assertNotEqual(by_dict, overridden)
 
     def test_disk_cache_with_monai_datasets(self):
         data = [{"image": _slice(i)[None]} for i in range(3)]
