@@ -25,6 +25,7 @@ __all__ = [
     "CT_WIDE_WINDOW",
     "DEFAULT_PERCENTILES",
     "PET_PERCENTILES",
+    "display_window",
     "grey_rgb",
     "label_colors",
     "save_png",
@@ -33,13 +34,34 @@ __all__ = [
 
 #: CT soft-tissue window (level 40, width 400 HU): the restoration overview PNG.
 CT_SOFT_TISSUE_WINDOW: tuple[float, float] = (-160.0, 240.0)
-#: CT from air to bone (HU): what the region partitioners see (``SliceWindow``).
+#: CT from air to bone (HU): what the region partitioners see (``SliceWindow``) and the HU window of the CT metrics
+#: (``rat-monai evaluate --ct-window``, :mod:`rat_monai.evaluation.metrics`).
 CT_WIDE_WINDOW: tuple[float, float] = (-1000.0, 1000.0)
 #: PET: the minimum to the 99.5th percentile of the slice (region partitioners); the overview shows 0 to the
 #: 99.5th percentile and the image panels the minimum to the 99.5th percentile of the HQ slice (robust to hot voxels).
 PET_PERCENTILES: tuple[float, float] = (0.0, 99.5)
 #: an image of unknown modality: the 0.5th to the 99.5th percentile.
 DEFAULT_PERCENTILES: tuple[float, float] = (0.5, 99.5)
+
+
+def display_window(image: np.ndarray, modality: str) -> tuple[float, float, str]:
+    """Grey window and matplotlib colour map of a figure of whole slices (restoration overview, simulated-data
+    preview).
+
+    CT: the soft-tissue window :data:`CT_SOFT_TISSUE_WINDOW` in grey. PET: 0 to the 99.5th percentile
+    (:data:`PET_PERCENTILES`) of ``image`` in inverted grey (uptake dark, as PET is read); 1.0 when that percentile is
+    0.
+
+    Args:
+        image: the real-unit slice or volume (HU / SUV) the window is taken from (PET only).
+        modality: ``"pet"``; anything else is shown as CT.
+
+    Returns:
+        ``(lo, hi, cmap)``.
+    """
+    if modality == "pet":
+        return 0.0, float(np.percentile(image, PET_PERCENTILES[1])) or 1.0, "gray_r"
+    return CT_SOFT_TISSUE_WINDOW[0], CT_SOFT_TISSUE_WINDOW[1], "gray"
 
 
 def to_2d(x: np.ndarray | torch.Tensor) -> np.ndarray:

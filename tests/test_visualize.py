@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from rat_monai.visualize import grey_rgb, label_colors, save_png, to_2d
+from rat_monai.visualize import CT_SOFT_TISSUE_WINDOW, display_window, grey_rgb, label_colors, save_png, to_2d
 
 
 def test_label_colors_stable_and_distinct():
@@ -31,3 +31,11 @@ def test_grey_rgb_and_to_2d(tmp_path):
         to_2d(np.zeros((2, 4, 5)))
     path = save_png(grey, tmp_path / "sub" / "g.png")
     assert np.array_equal(np.asarray(Image.open(path)), grey)
+
+
+def test_display_window():
+    # CT: the soft-tissue window whatever the image; PET: 0 .. 99.5th percentile of the image, inverted grey
+    assert display_window(np.full((4, 4), 3000.0), "ct") == (*CT_SOFT_TISSUE_WINDOW, "gray")
+    lo, hi, cmap = display_window(np.arange(1001, dtype=np.float32), "pet")
+    assert (lo, cmap) == (0.0, "gray_r") and hi == pytest.approx(995.0)
+    assert display_window(np.zeros((4, 4)), "pet")[1] == 1.0  # an empty slice still gets a window

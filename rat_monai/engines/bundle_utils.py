@@ -1,8 +1,8 @@
 # Copyright (c) rat-monai contributors
 # Licensed under the Apache License, Version 2.0
-"""Small helpers the bundle configs call through ``$`` expressions: data on first run, iteration budget, a datalist
-split, and which handlers run on which rank (finding a checkpoint to resume from is
-``rat_monai.engines.handlers.checkpoint``)."""
+"""Small helpers the bundle configs call through ``$`` expressions: the data step of ``initialize`` (a simulated
+dataset on the first run), iteration budget, a datalist split, and which handlers run on which rank (finding a
+checkpoint to resume from is ``rat_monai.engines.handlers.checkpoint``)."""
 
 from __future__ import annotations
 
@@ -51,61 +51,64 @@ def _barrier() -> None:
 def ensure_dataset(
     dataset_dir: str | Path,
     modality: str = "pet",
-    datalist_name: str = "datalist.json",
+    datalist: str | Path | None = None,
     subjects: int = 6,
     seed: int = 0,
     shape: Sequence[int] | None = None,
     **simulate_kwargs: Any,
 ) -> str:
-    """Return the path of ``dataset_dir/datalist_name``, simulating a small paired dataset there when it is missing.
+    """The bundles' data step (``initialize`` of ``train.json``): simulate a small paired dataset into ``dataset_dir``
+    when the run's datalist is ``dataset_dir/datalist.json`` and it does not exist yet; return the datalist path.
 
     This is what lets ``python -m monai.bundle run training --config_file bundles/rat_pet/configs/train.json`` work
     on a fresh clone with no data: the first run writes simulated low-dose / full-dose scans (see
     :func:`rat_monai.simulation.simulate_dataset`) and a Decathlon-style datalist, and says so in the log; later
-    runs find the datalist and reuse it. Under ``torch.distributed`` rank 0 simulates while the others wait.
+    runs find the datalist and reuse it. A datalist given elsewhere (``--datalist FILE``) is the user's: nothing is
+    simulated, and reading it reports any problem (:func:`datalist_split`). Under ``torch.distributed`` rank 0
+    simulates while the others wait.
 
     Args:
         dataset_dir: the dataset folder (the bundle's ``dataset_dir``).
         modality: ``"pet"`` or ``"ct"``. Defaults to ``"pet"``.
-        datalist_name: file name of the datalist inside ``dataset_dir``. Defaults to ``"datalist.json"``.
-        subjects: simulated subjects (split into training / validation / test). Defaults to 6.
+        datalist: the datalist the run reads (the bundle's ``datalist`` id). Defaults to None:
+            ``dataset_dir/datalist.json``.
+        subjects: simulated subjects (split into training / validation / test); 0 simulates nothing (e.g. when a
+            MONAI Label task sets the data ids itself). Defaults to 6.
         seed: simulation seed. Defaults to 0.
         shape: simulated volume shape ``(X, Y, Z)``. Defaults to the simulator's default for the modality.
         simulate_kwargs: further arguments for ``simulate_dataset``.
+
+    Returns:
+        the datalist path (``datalist``, or ``dataset_dir/datalist.json``).
 
     Raises:
         FileExistsError: when ``dataset_dir`` holds files but no datalist (we never simulate into user data).
     """
     folder = Path(dataset_dir)
-    datalist = folder / datalist_name
-    if datalist.is_file():
-        return str(datalist)
+    default = folder / "datalist.json"
+    path = default if datalist is None else Path(datalist)
+    if path.is_file() or path.absolute() != default.absolute() or int(subjects) < 1:
+        return str(path)
     if _rank() == 0:
         if folder.is_dir() and any(folder.iterdir()):
             raise FileExistsError(
-                f"dataset_dir {folder} holds files but no {datalist_name}: build one with "
-                f"`rat-monai datalist {folder}` or point the bundle's `datalist` id at your datalist JSON "
-                "(an empty or missing dataset_dir gets a simulated dataset instead)."
+                f"dataset_dir {folder} holds files but no datalist.json: build one with `rat-monai datalist "
+                f"{folder}` or point the bundle's `datalist` id at your datalist JSON (an empty or missing "
+                "dataset_dir gets a simulated dataset instead)."
             )
         logger.warning(
-            f"no datalist at {datalist}: simulating a small paired {modality.upper()} dataset there first "
+            f"no datalist at {path.absolute()}: simulating a small paired {modality.upper()} dataset there first "
             f"({subjects} subjects, seed {seed}, shape {tuple(shape) if shape else 'default'}). To train on your own "
             "scans, override --dataset_dir (a folder with datalist.json) or --datalist."
         )
-        written = Path(
-            simulate_dataset(
-                folder, modality=modality, subjects=subjects, seed=seed, shape=shape, progress=True, **simulate_kwargs
-            )
+        simulate_dataset(
+            folder, modality=modality, subjects=subjects, seed=seed, shape=shape, progress=True, **simulate_kwargs
         )
-        if written.resolve() != datalist.resolve():
-            raise FileNotFoundError(
-                f"the simulator wrote its datalist to {written}, expected {datalist}: set datalist_name accordingly."
-            )
-        logger.info(f"simulated dataset ready: {datalist}")
+        logger.info(f"simulated dataset ready: {path}")
     _barrier()
-    if not datalist.is_file():
-        raise FileNotFoundError(f"datalist {datalist} does not exist after the dataset preparation step.")
-    return str(datalist)
+    if not path.is_file():
+        raise FileNotFoundError(f"datalist {path} does not exist after the dataset preparation step.")
+    return str(path)
 
 
 def epochs_for_iterations(max_iterations: int, epoch_length: int) -> int:

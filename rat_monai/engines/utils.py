@@ -41,6 +41,9 @@ class PrepareBatchStackRegions(PrepareBatch):
         regions_in_target: also stack the region map onto the target. Defaults to False.
         use_regions: stack the regions into the input at all; False gives the plain ``(image, label)`` pair, for
             networks without region input (e.g. RestoreRWKV). Defaults to True.
+        single_region_input: stack a map of ONE region (all zeros) into the input instead of the real one, so that
+            region attention attends over the whole image (the global-MSA ablation); a target with
+            ``regions_in_target`` keeps the real map for the region-aware loss. Defaults to False.
 
     Raises:
         KeyError: when the batch lacks the image or (with ``use_regions``) the region key, naming the keys found.
@@ -53,12 +56,14 @@ class PrepareBatchStackRegions(PrepareBatch):
         region_key: str = "regions",
         regions_in_target: bool = False,
         use_regions: bool = True,
+        single_region_input: bool = False,
     ) -> None:
         self.image_key = image_key
         self.label_key = label_key
         self.region_key = region_key
         self.regions_in_target = regions_in_target
         self.use_regions = use_regions
+        self.single_region_input = single_region_input
 
     def _get(self, batchdata: Mapping, key: str, device: Any, non_blocking: bool, **kwargs: Any) -> torch.Tensor:
         if key not in batchdata:
@@ -85,7 +90,7 @@ class PrepareBatchStackRegions(PrepareBatch):
         if not self.use_regions:
             return image, label
         regions = self._get(batchdata, self.region_key, device, non_blocking)
-        inputs = stack_regions(image, regions)
+        inputs = stack_regions(image, torch.zeros_like(regions) if self.single_region_input else regions)
         if label is not None and self.regions_in_target:
             label = stack_regions(label, regions)
         return inputs, label

@@ -17,7 +17,6 @@ from .methods import (
     tune,
 )
 from .metrics import (
-    DEFAULT_CT_WINDOW,
     HOT_FRACTION,
     hot_mask,
     metric_settings,
@@ -35,7 +34,6 @@ from .statistics import mean_std, paired_bootstrap
 __all__ = [
     "CLASSICAL_GRIDS",
     "ClassicalMethod",
-    "DEFAULT_CT_WINDOW",
     "HOT_FRACTION",
     "IdentityMethod",
     "METRICS",

@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``rat-monai evaluate``."""
     from .methods import CLASSICAL_GRIDS
-    from .metrics import DEFAULT_CT_WINDOW
+    from rat_monai.visualize import CT_WIDE_WINDOW
 
     parser.add_argument("--datalist", required=True, help="datalist.json with 'test' (held-out) and 'validation'")
     parser.add_argument("--modality", required=True, choices=("pet", "ct"), help="modality of the datalist")
@@ -43,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--test-split", default="test", help="datalist key of the held-out patients (default test)")
     parser.add_argument("--tune-split", default="validation", help="datalist key for tuning (default validation)")
     parser.add_argument("--tune-slices", type=int, default=24, help="validation slices used for tuning (default 24)")
-    parser.add_argument("--ct-window", type=float, nargs=2, default=list(DEFAULT_CT_WINDOW), metavar=("LO", "HI"),
+    parser.add_argument("--ct-window", type=float, nargs=2, default=list(CT_WIDE_WINDOW), metavar=("LO", "HI"),
                         help="HU window of the CT metrics (default -1000 1000)")
     parser.add_argument("--region-method", default=None,
                         help="partitioner of the region PSNR (default: the reference network's)")

@@ -4,7 +4,8 @@
 
 Data ranges (stated in every result file, see :func:`metric_settings`):
 
-- CT: both images are clipped to an HU window (default ``[-1000, 1000]``) and ``data_range`` is its width (2000 HU).
+- CT: both images are clipped to an HU window (default ``[-1000, 1000]``, :data:`rat_monai.visualize.CT_WIDE_WINDOW`)
+  and ``data_range`` is its width (2000 HU).
 - PET: images stay in SUV (no clipping); ``data_range`` is the full-dose SUVmax of the VOLUME the slice belongs to
   (one fixed range per patient, so the slices of a volume are comparable and a cold slice is not scored on its own
   tiny range).
@@ -25,9 +26,9 @@ import torch
 from monai.metrics import SSIMMetric
 
 from rat_monai.data.slicing import DEFAULT_AIR_THRESHOLD
+from rat_monai.visualize import CT_WIDE_WINDOW
 
 __all__ = [
-    "DEFAULT_CT_WINDOW",
     "HOT_FRACTION",
     "MSE_FLOOR_DB",
     "psnr",
@@ -41,12 +42,11 @@ __all__ = [
     "volume_metrics",
 ]
 
-DEFAULT_CT_WINDOW = (-1000.0, 1000.0)
 HOT_FRACTION = 0.01  # top 1 % of the full-dose body voxels
 MSE_FLOOR_DB = 100.0  # a region restored exactly counts as 100 dB instead of +inf
 
 
-def metric_settings(modality: str, ct_window: Sequence[float] = DEFAULT_CT_WINDOW) -> dict:
+def metric_settings(modality: str, ct_window: Sequence[float] = CT_WIDE_WINDOW) -> dict:
     """The data-range conventions of the metrics, as written into the result files."""
     if modality == "ct":
         lo, hi = (float(v) for v in ct_window)
@@ -66,7 +66,7 @@ def metric_settings(modality: str, ct_window: Sequence[float] = DEFAULT_CT_WINDO
 
 
 def prepare_pair(
-    pred: np.ndarray, ref: np.ndarray, modality: str, ct_window: Sequence[float] = DEFAULT_CT_WINDOW
+    pred: np.ndarray, ref: np.ndarray, modality: str, ct_window: Sequence[float] = CT_WIDE_WINDOW
 ) -> tuple[np.ndarray, np.ndarray]:
     """float64 copies of ``pred`` and ``ref``; clipped to ``ct_window`` for CT, unchanged (SUV) for PET."""
     p, r = np.asarray(pred, np.float64), np.asarray(ref, np.float64)
@@ -180,7 +180,7 @@ def slice_metrics(
     regions: np.ndarray,
     modality: str,
     data_range: float,
-    ct_window: Sequence[float] = DEFAULT_CT_WINDOW,
+    ct_window: Sequence[float] = CT_WIDE_WINDOW,
 ) -> dict[str, float]:
     """All metrics of one slice (real units in; CT is clipped to ``ct_window`` here).
 
@@ -205,7 +205,7 @@ def volume_metrics(
     modality: str,
     data_range: float,
     slice_rows: Sequence[Mapping[str, float]],
-    ct_window: Sequence[float] = DEFAULT_CT_WINDOW,
+    ct_window: Sequence[float] = CT_WIDE_WINDOW,
 ) -> dict[str, float]:
     """Per-volume metrics of the evaluated slices ``[Z, H, W]``: PSNR from the volume's mean squared error, SSIM and
     region PSNR as the mean over its slices, PET biases over the union of the slices' hot masks."""

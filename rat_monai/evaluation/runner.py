@@ -26,8 +26,10 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from rat_monai.visualize import CT_WIDE_WINDOW
+
 from .methods import IdentityMethod, Method, NetworkMethod, classical_method, stabilizer_for, tune
-from .metrics import DEFAULT_CT_WINDOW, metric_settings, slice_metrics, volume_metrics
+from .metrics import metric_settings, slice_metrics, volume_metrics
 from .statistics import mean_std, paired_bootstrap
 
 __all__ = ["load_split", "evaluate", "METRICS"]
@@ -156,7 +158,7 @@ def evaluate(
     test_split: str = "test",
     tune_split: str = "validation",
     tune_slices: int = 24,
-    ct_window: Sequence[float] = DEFAULT_CT_WINDOW,
+    ct_window: Sequence[float] = CT_WIDE_WINDOW,
     region_method: str | None = None,
     n_boot: int = 2000,
     seed: int = 0,

@@ -9,7 +9,7 @@ import os
 import numpy as np
 from matplotlib.figure import Figure
 
-from rat_monai.visualize import CT_SOFT_TISSUE_WINDOW, PET_PERCENTILES, label_colors
+from rat_monai.visualize import display_window, label_colors
 
 __all__ = ["pick_overview_slices", "save_overview"]
 
@@ -53,7 +53,7 @@ def save_overview(
         restored: restored volume ``[X, Y, Z]`` in the same units.
         regions: region maps ``[X, Y, Z]`` or None (the column is left out). Defaults to None.
         modality: ``"ct"`` (soft-tissue window) or ``"pet"`` (inverted grey, 0 .. 99.5th percentile), see
-            :mod:`rat_monai.visualize`. Defaults to ``"ct"``.
+            :func:`rat_monai.visualize.display_window`. Defaults to ``"ct"``.
         num_slices: rows in the figure. Defaults to 3.
         units: units label for the titles. Defaults to ``""``.
 
@@ -63,10 +63,7 @@ def save_overview(
     if inputs.shape != restored.shape:
         raise ValueError(f"inputs {inputs.shape} and restored {restored.shape} must have the same shape.")
     zs = pick_overview_slices(inputs, num_slices)
-    if modality == "pet":
-        lo, hi, cmap = 0.0, float(np.percentile(inputs, PET_PERCENTILES[1])) or 1.0, "gray_r"
-    else:
-        (lo, hi), cmap = CT_SOFT_TISSUE_WINDOW, "gray"
+    lo, hi, cmap = display_window(inputs, modality)
     cols = 3 if regions is not None else 2
     fig = Figure(figsize=(3.2 * cols, 3.2 * len(zs)))  # no pyplot: no global figure state, no GUI backend
     axes = fig.subplots(len(zs), cols, squeeze=False)

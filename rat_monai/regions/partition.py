@@ -14,7 +14,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Union
 
 import numpy as np
-from segment_anything.utils.amg import rle_to_mask
 
 __all__ = ["partition_from_masks", "partition_from_masks_reference", "relabel_contiguous"]
 
@@ -42,6 +41,10 @@ def _mask_stack(masks: MasksLike, shape: tuple[int, int]) -> tuple[np.ndarray, n
                     raise ValueError(f"mask record {i} has no 'segmentation' key (keys: {sorted(m)}).")
                 seg = m["segmentation"]
                 if isinstance(seg, Mapping):  # SAM's uncompressed RLE output mode
+                    # imported here: segment_anything loads torchvision, +1.5 s on `import rat_monai.regions`
+                    # (python -X importtime), which the offline partitioners never need
+                    from segment_anything.utils.amg import rle_to_mask
+
                     seg = rle_to_mask(dict(seg))
                 seg = np.asarray(seg, dtype=bool)
                 area = int(m["area"]) if "area" in m else int(seg.sum())

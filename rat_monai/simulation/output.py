@@ -24,6 +24,7 @@ from matplotlib.figure import Figure
 
 from rat_monai.data.datalist import split_by_patient
 from rat_monai.data.writers import write_nifti
+from rat_monai.visualize import display_window
 
 __all__ = ["save_preview", "staged_output", "write_nifti_pair", "write_dataset_files"]
 
@@ -31,17 +32,14 @@ __all__ = ["save_preview", "staged_output", "write_nifti_pair", "write_dataset_f
 def save_preview(low: np.ndarray, full: np.ndarray, path: str | os.PathLike, modality: str, title: str = "") -> Path:
     """PNG panel LQ | HQ | LQ - HQ of a 2D slice ``[X, Y]`` (shown with rows = Y).
 
-    Drawn on a :class:`matplotlib.figure.Figure` of its own (no pyplot state, no change of the caller's backend).
+    LQ and HQ in the display window of :func:`rat_monai.visualize.display_window` (taken from HQ), the difference in
+    +-100 HU (CT) or +- half the PET window. Drawn on a :class:`matplotlib.figure.Figure` of its own (no pyplot state,
+    no change of the caller's backend).
     """
     low, full = np.asarray(low).T, np.asarray(full).T
-    if modality == "pet":
-        kw = {"cmap": "gray_r", "vmin": 0.0, "vmax": max(float(np.percentile(full, 99.5)), 1e-6)}
-        dlim = kw["vmax"] / 2
-        unit = "SUV"
-    else:
-        kw = {"cmap": "gray", "vmin": -160.0, "vmax": 240.0}
-        dlim = 100.0
-        unit = "HU"
+    lo, hi, cmap = display_window(full, modality)
+    kw = {"cmap": cmap, "vmin": lo, "vmax": hi}
+    dlim, unit = (hi / 2, "SUV") if modality == "pet" else (100.0, "HU")
     fig = Figure(figsize=(13, 4.6))
     axes = fig.subplots(1, 3)
     for ax, img, name in ((axes[0], low, "low dose (LQ)"), (axes[1], full, "full dose (HQ)")):

@@ -31,4 +31,5 @@ from .io import (  # noqa: E402
     WriteUnitsSidecarD,
     WriteUnitsSidecarDict,
 )
+from .region_channel import StackRegions, StackRegionsD, StackRegionsd, StackRegionsDict  # noqa: E402
 from .spatial import paired_train_transforms  # noqa: E402

@@ -111,7 +111,9 @@ class NormalizeUnitsd(MapTransform, InvertibleTransform):
         keys: keys to normalise (e.g. ``("image", "label")``).
         modality: one modality for all keys or one per key ("pet", "ct", "auto"). Defaults to "pet".
         allow_missing_keys: don't raise when a key is absent. Defaults to False.
-        params: as in :class:`NormalizeUnits`, shared by all keys.
+        normalization: the parameters of :class:`NormalizeUnits` as one dict (what a bundle config passes: its
+            ``normalization`` id). Defaults to None.
+        params: as in :class:`NormalizeUnits`, shared by all keys; they win over ``normalization``.
     """
 
     backend = NormalizeUnits.backend
@@ -121,10 +123,12 @@ class NormalizeUnitsd(MapTransform, InvertibleTransform):
         keys: KeysCollection,
         modality: str | Sequence[str] = "pet",
         allow_missing_keys: bool = False,
+        normalization: Mapping[str, Any] | None = None,
         **params: Any,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         mods = ensure_tuple_rep(modality, len(self.keys))
+        params = {**(normalization or {}), **params}
         self.normalizers = {key: NormalizeUnits(m, **params) for key, m in zip(self.keys, mods)}
 
     def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
@@ -156,14 +160,23 @@ class RestoreClippedd(MapTransform):
         source_key: the un-normalised input.
         modality: "pet"/"PT" or "ct"/"CT".
         allow_missing_keys: don't raise when a key is absent. Defaults to False.
-        params: the normalisation parameters (``clip``, ``hu_min``, ...).
+        normalization: the normalisation parameters as one dict (a bundle config's ``normalization`` id). Defaults
+            to None.
+        params: the normalisation parameters (``clip``, ``hu_min``, ...); they win over ``normalization``.
     """
 
     def __init__(
-        self, keys: KeysCollection, source_key: str, modality: str, allow_missing_keys: bool = False, **params: Any
+        self,
+        keys: KeysCollection,
+        source_key: str,
+        modality: str,
+        allow_missing_keys: bool = False,
+        normalization: Mapping[str, Any] | None = None,
+        **params: Any,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
-        self.source_key, self.modality, self.params = source_key, modality, params
+        self.source_key, self.modality = source_key, modality
+        self.params = {**(normalization or {}), **params}
 
     def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
         d = dict(data)

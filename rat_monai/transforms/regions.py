@@ -181,6 +181,8 @@ class RegionPartitiond(_PartitionDictBase):
         region_key: key(s) of the output map(s), one per key. Defaults to ``"regions"``.
         method, sam_checkpoint, modality, cache_dir, kwargs: as for :class:`RegionPartition`.
         allow_missing_keys: don't raise when a key is missing. Defaults to False.
+        region_kwargs: partitioner settings as one dict (a bundle config's ``region_kwargs`` id); ``kwargs`` win
+            over it. Defaults to None.
     """
 
     def __init__(
@@ -192,12 +194,14 @@ class RegionPartitiond(_PartitionDictBase):
         modality: str | None = None,
         cache_dir: str | os.PathLike | None = None,
         allow_missing_keys: bool = False,
+        region_kwargs: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(keys, region_key, allow_missing_keys)
         self.inner = RegionPartition(
-            method=method, sam_checkpoint=sam_checkpoint, modality=modality, cache_dir=cache_dir, **kwargs
-        )
+            method=method, sam_checkpoint=sam_checkpoint, modality=modality, cache_dir=cache_dir,
+            **{**(region_kwargs or {}), **kwargs},
+        )  # fmt: skip
 
 
 class RegionPartitionVolumed(_PartitionDictBase):
@@ -208,7 +212,7 @@ class RegionPartitionVolumed(_PartitionDictBase):
         region_key: key(s) of the output map(s). Defaults to ``"regions"``.
         method, sam_checkpoint, modality, cache_dir, batch_size, progress, kwargs: as for
             :class:`RegionPartitionVolume`.
-        allow_missing_keys: don't raise when a key is missing. Defaults to False.
+        allow_missing_keys, region_kwargs: as for :class:`RegionPartitiond`.
     """
 
     def __init__(
@@ -222,12 +226,13 @@ class RegionPartitionVolumed(_PartitionDictBase):
         batch_size: int = 8,
         progress: bool = True,
         allow_missing_keys: bool = False,
+        region_kwargs: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(keys, region_key, allow_missing_keys)
         self.inner = RegionPartitionVolume(
             method=method, sam_checkpoint=sam_checkpoint, modality=modality, cache_dir=cache_dir,
-            batch_size=batch_size, progress=progress, **kwargs,
+            batch_size=batch_size, progress=progress, **{**(region_kwargs or {}), **kwargs},
         )  # fmt: skip
 
 

@@ -54,6 +54,11 @@ TOP_LEVEL_IDS = [
 ]
 # settings that must be identical in train.json and inference.json (else inference runs a different model/regions)
 SHARED_IDS = ["network_def", "width", "modality", "normalization", "region_method", "sam_checkpoint", "region_kwargs"]
+# settings of inference.json that both the bundle's own run (`restorer`, ScanRestorer) and the Model Zoo / MONAI Label
+# path (preprocessing -> inferer -> postprocessing, evaluator) must take from the same id, so the two cannot drift
+RESTORER_AND_ZOO_IDS = ["network_def", "modality", "normalization", "region_method", "sam_checkpoint", "region_kwargs",
+                        "use_regions", "checkpoint", "batch_size", "device", "amp"]  # fmt: skip
+ZOO_PATH = ["preprocessing", "inferer", "postprocessing", "handlers", "evaluator"]
 
 
 def _json(bundle: str, name: str) -> dict:
@@ -94,6 +99,51 @@ def test_ids_and_paths(bundle):
     infer = _json(bundle, "inference")
     for key in SHARED_IDS:
         assert infer.get(key) == train.get(key), f"{bundle}: {key} differs between train.json and inference.json"
+
+
+def _config_files(bundle: str) -> list[Path]:
+    return sorted((REPO / "bundles" / bundle / "configs").rglob("*.json"))
+
+
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_transforms_are_components(bundle):
+    """Transforms are `_target_` components (overridable by id, e.g. `train#deterministic_transforms#0#method`), never
+    `$rat_monai.transforms.X(...)` expressions."""
+    for path in _config_files(bundle):
+        text = path.read_text()
+        assert "$rat_monai.transforms." not in text, f"{path}: write the transform as a _target_ component"
+        assert "ConcatItemsd" not in text, f"{path}: stack the region channel with rat_monai.transforms.StackRegionsd"
+
+
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_data_step_is_explicit(bundle):
+    """Parsing `datalist` has no side effect; the simulation of a first run is a step of `initialize`."""
+    train, multi = _json(bundle, "train"), _json(bundle, "multi_gpu_train")
+    assert "ensure_dataset" not in train["datalist"] and "@dataset_dir" in train["datalist"]
+    for name, init in (("train", train["initialize"]), ("multi_gpu_train", multi["initialize"])):
+        steps = [i for i, step in enumerate(init) if "ensure_dataset(" in step]
+        assert len(steps) == 1 and "datalist=@datalist" in init[steps[0]], f"{name}.json: no data step in initialize"
+    # distributed: the data step runs after the process group exists (rank 0 simulates, the others wait)
+    position = {text: next(i for i, step in enumerate(multi["initialize"]) if text in step)
+                for text in ("ensure_dataset(", "init_process_group")}  # fmt: skip
+    assert position["ensure_dataset("] > position["init_process_group"]
+
+
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_restorer_and_zoo_path_share_ids(bundle):
+    infer = _json(bundle, "inference")
+    restorer, zoo = json.dumps(infer["restorer"]), json.dumps({k: infer[k] for k in ZOO_PATH})
+    for key in RESTORER_AND_ZOO_IDS:
+        assert f"@{key}" in restorer and f"@{key}" in zoo, f"{bundle}: {key} must reach both inference paths by id"
+
+
+def test_runs_from_the_repository_root_are_ignored():
+    """`bundle_root` is "." (Model Zoo): a run from the repository root writes dataset/, eval/, models/, restored/
+    there, which git ignores; the shipped weights stay tracked."""
+    for name in ("dataset/datalist.json", "eval/panels/a.png", "models/model.pt", "restored/restored.nii.gz"):
+        assert subprocess.run(["git", "check-ignore", "-q", name], cwd=REPO).returncode == 0, f"{name} not ignored"
+    for name in ("bundles/rat_pet/models/model.pt", "bundles/rat_pet/configs/train.json"):
+        assert subprocess.run(["git", "check-ignore", "-q", name], cwd=REPO).returncode == 1, f"{name} ignored"
 
 
 def test_bundles_differ_only_in_modality_settings():

@@ -5,6 +5,7 @@ MONAI Label's ``BundleInferTask`` runs) must restore a NIfTI volume exactly like
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import nibabel as nib
@@ -14,16 +15,20 @@ import torch
 from monai.bundle import ConfigParser
 from parameterized import parameterized
 
+from rat_monai.evaluation import read_overrides
 from rat_monai.inference import ScanRestorer
 
 REPO = Path(__file__).resolve().parents[2]
 
-# bundle, modality, a value range in real units (SUV / HU) for the synthetic volume
-CASES = [
-    ("rat_pet", (0.0, 8.0)),
-    ("rat_ct", (-1000.0, 1200.0)),
-]
 TINY = {"width": 8, "network_def#middle_blocks": 1, "batch_size": 4}
+# bundle, a value range in real units (SUV / HU) for the synthetic volume, override files merged over inference.json,
+# tiny network settings
+CASES = [
+    ("rat_pet", (0.0, 8.0), (), TINY),
+    ("rat_ct", (-1000.0, 1200.0), (), TINY),
+    # use_regions=false (a network without region input): both paths leave the region map out
+    ("rat_pet", (0.0, 8.0), ("restore_rwkv.json",), {"width": 4, "batch_size": 4}),
+]
 
 
 def _volume(lo: float, hi: float, shape=(40, 36, 5)) -> np.ndarray:
@@ -35,8 +40,8 @@ def _volume(lo: float, hi: float, shape=(40, 36, 5)) -> np.ndarray:
     return (vol + rng.normal(0, 0.02 * (hi - lo), vol.shape) * body[..., None]).astype(np.float32)
 
 
-@pytest.mark.parametrize("bundle,value_range", CASES)
-def test_standard_path_equals_scan_restorer(bundle, value_range, tmp_path):
+@pytest.mark.parametrize("bundle,value_range,override_files,tiny", CASES)
+def test_standard_path_equals_scan_restorer(bundle, value_range, override_files, tiny, tmp_path):
     torch.set_num_threads(1)
     root = REPO / "bundles" / bundle
     affine = np.diag([1.5, 1.5, 3.0, 1.0])
@@ -44,9 +49,13 @@ def test_standard_path_equals_scan_restorer(bundle, value_range, tmp_path):
     nifti = tmp_path / "scan.nii.gz"
     nib.save(nib.Nifti1Image(_volume(*value_range), affine), str(nifti))
 
+    base = root / "configs" / "inference.json"
+    overrides = [root / "configs" / f for f in override_files]
     parser = ConfigParser()
-    parser.read_config(str(root / "configs" / "inference.json"))
-    parser.update({"bundle_root": str(root), "device": "cpu", **TINY})
+    with warnings.catch_warnings():  # "+train" of an override file has nothing to merge into in inference.json
+        warnings.filterwarnings("ignore", message=r".*is not in target dict - copying instead")
+        parser.read_config([str(base), *map(str, overrides)])
+    parser.update({"bundle_root": str(root), "device": "cpu", **tiny})
     torch.manual_seed(0)
     net = parser.get_parsed_content("network_def").eval()
     ckpt = tmp_path / "model.pt"
@@ -54,7 +63,8 @@ def test_standard_path_equals_scan_restorer(bundle, value_range, tmp_path):
 
     # the MONAI Label path: preprocessing -> SliceInferer -> postprocessing
     data = parser.get_parsed_content("preprocessing")({"image": str(nifti)})
-    assert data["image"].shape[0] == 2, "the region map must be stacked as the last channel"
+    use_regions = parser.get_parsed_content("use_regions")
+    assert data["image"].shape[0] == 1 + use_regions, "the region map is the last channel exactly when used"
     with torch.no_grad():
         pred = parser.get_parsed_content("inferer")(data["image"][None], net)[0]
     data["pred"] = pred
@@ -62,7 +72,10 @@ def test_standard_path_equals_scan_restorer(bundle, value_range, tmp_path):
     assert tuple(out.shape[1:]) == nib.load(str(nifti)).shape
 
     # the whole-scan path
-    restorer = ScanRestorer.from_bundle(root, checkpoint=ckpt, device="cpu", **TINY)
+    ids = {**read_overrides(overrides, base), **tiny}
+    ids.pop("checkpoint", None)  # the file saved above
+    restorer = ScanRestorer.from_bundle(root, checkpoint=ckpt, device="cpu", **ids)
+    assert restorer.use_regions == use_regions
     report = restorer.run(nifti, tmp_path / "out", format="nifti")
     assert report is not None
     restored = nib.load(str(tmp_path / "out" / "restored.nii.gz"))

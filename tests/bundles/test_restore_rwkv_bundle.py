@@ -65,9 +65,10 @@ def _without_regions(transforms: list) -> list:
     """The base transform list with the region-map stage removed: what the override must hold."""
     out = []
     for t in transforms:
+        if "RegionPartitiond" in (t if isinstance(t, str) else t.get("_target_", "")):
+            continue
         if isinstance(t, str):
-            if "RegionPartitiond" not in t:
-                out.append(t)
+            out.append(t)
             continue
         keys = [t["keys"]] if isinstance(t["keys"], str) else list(t["keys"])
         keys = [k for k in keys if k != "regions"]

@@ -74,6 +74,14 @@ class TestEnsureDataset(unittest.TestCase):
                 ensure_dataset(tmp, "ct")
             self.assertEqual(sorted(p.name for p in Path(tmp).iterdir()), ["scan.nii.gz"])
 
+    def test_user_datalist_or_no_subjects_simulates_nothing(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            mine = Path(tmp) / "elsewhere" / "mine.json"  # --datalist FILE: the user's, even when missing
+            self.assertEqual(ensure_dataset(Path(tmp) / "dataset", "pet", datalist=mine), str(mine))
+            default = Path(tmp) / "dataset" / "datalist.json"
+            self.assertEqual(ensure_dataset(Path(tmp) / "dataset", "pet", datalist=default, subjects=0), str(default))
+            self.assertEqual(list(Path(tmp).iterdir()), [])
+
     # the simulating path runs in tests/bundles/conftest.py (session fixture), shared with the bundle tests
 
 

@@ -59,6 +59,15 @@ class TestPrepareBatchStackRegions(unittest.TestCase):
         self.assertIsNone(target)
         self.assertEqual(inputs.shape[1], 2)
 
+    def test_single_region_input(self):
+        # the global-MSA ablation: the network sees one region (label 0), the loss still gets the real map
+        batch = _batch()
+        inputs, targets = PrepareBatchStackRegions(regions_in_target=True, single_region_input=True)(batch)
+        image, regions = split_regions(inputs)
+        torch.testing.assert_close(image, batch["image"].as_tensor())
+        self.assertFalse(regions.any())
+        self.assertTrue(torch.equal(split_regions(targets)[1], batch["regions"].long()))
+
     def test_ill_arg(self):
         batch = _batch()
         del batch["regions"]

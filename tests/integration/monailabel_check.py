@@ -350,6 +350,9 @@ def run_bundle(src: Path, work: Path, args: argparse.Namespace) -> dict[str, Any
         "patch_size": args.patch,
         "num_workers": 0,
         "progress": False,
+        # the request gives both splits from the datastore (val_split 0.5): the bundle's own datalist is not read, so
+        # the data step of `initialize` must not simulate one (rat_monai.engines.ensure_dataset)
+        "simulate_subjects": 0,
     }
     CheckInferTask, CheckTrainTask = _make_tasks(overrides, train_overrides)
 

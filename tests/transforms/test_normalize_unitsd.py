@@ -133,3 +133,19 @@ def test_restore_clippedd_gives_back_clamped_voxels():
     assert clipped_mask(source, "ct") is None
     same = RestoreClippedd("pred", "src", "ct")({"pred": restored, "src": source})["pred"]
     torch.testing.assert_close(same, restored)
+    # the parameters as one dict (a bundle's `normalization` id), keyword arguments winning
+    as_dict = RestoreClippedd("pred", "src", "ct", normalization={**params, "clip": False}, clip=True)
+    assert as_dict.params == params
+    torch.testing.assert_close(as_dict({"pred": restored, "src": source})["pred"], out)
+
+
+def test_normalization_dict_equals_keywords():
+    """``normalization=`` (what the bundles' _target_ components pass) builds the same normalisers as keywords."""
+    x = torch.linspace(-1100.0, 3200.0, 12).reshape(1, 3, 4)
+    params = {"hu_min": -1024.0, "hu_max": 3072.0, "clip": True}
+    by_dict = NormalizeUnitsd("image", modality="ct", normalization=params)
+    by_kw = NormalizeUnitsd("image", modality="ct", **params)
+    assert by_dict.normalizers["image"].params == by_kw.normalizers["image"].params == params
+    torch.testing.assert_close(by_dict({"image": x})["image"], by_kw({"image": x})["image"])
+    override = NormalizeUnitsd("image", modality="ct", normalization=params, hu_max=1000.0)
+    assert override.normalizers["image"].params["hu_max"] == 1000.0

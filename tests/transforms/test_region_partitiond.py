@@ -67,6 +67,16 @@ class TestRegionPartition(unittest.TestCase):
         out = RegionPartitiond(keys="missing", allow_missing_keys=True, **KW)(data)
         self.assertNotIn("regions", out)
 
+    def test_region_kwargs_dict(self):
+        # partitioner settings as one dict (a bundle's `region_kwargs` id) give the same partitioner as keywords
+        method = {"method": KW["method"], "modality": KW["modality"]}
+        settings = {"scale": KW["scale"], "min_size": KW["min_size"]}
+        for cls in (RegionPartitiond, RegionPartitionVolumed):
+            by_dict = cls(region_kwargs=settings, **method).inner.partitioner.cache_key()
+            self.assertEqual(by_dict, cls(**KW).inner.partitioner.cache_key())
+            overridden = cls(region_kwargs=settings, scale=20.0, **method).inner.partitioner.cache_key()
+            self.assertNotEqual(by_dict, overridden)
+
     def test_disk_cache_with_monai_datasets(self):
         data = [{"image": _slice(i)[None]} for i in range(3)]
         with tempfile.TemporaryDirectory() as d:
