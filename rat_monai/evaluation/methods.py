@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from rat_monai.data.modality import normalize_modality
+
 __all__ = [
     "CLASSICAL_GRIDS",
     "Method",
@@ -160,7 +162,7 @@ class ClassicalMethod(Method):
 
 def stabilizer_for(denoiser: str, modality: str) -> str | None:
     """The variance-stabilising transform of ``denoiser`` on ``modality``: ``"sqrt"`` for NLM/BM3D on PET."""
-    return "sqrt" if denoiser in ("nlm", "bm3d") and str(modality).lower() in ("pet", "pt") else None
+    return "sqrt" if denoiser in ("nlm", "bm3d") and normalize_modality(modality) == "PT" else None
 
 
 def classical_method(
