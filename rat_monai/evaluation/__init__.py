@@ -28,7 +28,7 @@ from .metrics import (
     volume_metrics,
 )
 from .report import findings, markdown_report, write_report
-from .runner import METRICS, evaluate, load_split
+from .runner import METRICS, evaluate, load_split, volume_data_range
 from .statistics import mean_std, paired_bootstrap
 
 __all__ = [
@@ -45,6 +45,7 @@ __all__ = [
     "findings",
     "hot_mask",
     "load_split",
+    "volume_data_range",
     "markdown_report",
     "mean_std",
     "metric_settings",

@@ -32,7 +32,7 @@ from .methods import IdentityMethod, Method, NetworkMethod, classical_method, st
 from .metrics import metric_settings, slice_metrics, volume_metrics
 from .statistics import mean_std, paired_bootstrap
 
-__all__ = ["load_split", "evaluate", "METRICS"]
+__all__ = ["load_split", "evaluate", "volume_data_range", "METRICS"]
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +97,8 @@ def load_split(
     return out
 
 
-def _data_range(full: np.ndarray, modality: str, ct_window: Sequence[float]) -> float:
+def volume_data_range(full: np.ndarray, modality: str, ct_window: Sequence[float] = CT_WIDE_WINDOW) -> float:
+    """The PSNR/SSIM data range of one test volume: the CT window's width, or the full-dose SUVmax for PET."""
     if modality == "ct":
         return float(ct_window[1]) - float(ct_window[0])
     dr = float(np.max(full))
@@ -120,7 +121,7 @@ def _tune_classical(
         return [], {}
     low = np.concatenate([v["low"] for v in val])
     full = np.concatenate([v["full"] for v in val])
-    ranges = np.concatenate([[_data_range(v["full"], modality, ct_window)] * len(v["low"]) for v in val])
+    ranges = np.concatenate([[volume_data_range(v["full"], modality, ct_window)] * len(v["low"]) for v in val])
     pick = np.unique(np.linspace(0, len(low) - 1, min(int(tune_slices), len(low))).round().astype(int))
     low, full, ranges = low[pick], full[pick], ranges[pick]
 
@@ -211,7 +212,7 @@ def evaluate(
     with tqdm(total=total, desc="evaluate", unit="slice", disable=not progress) as bar:
         for vol in test:
             low, full = vol["low"], vol["full"]
-            dr = _data_range(full, modality, ct_window)
+            dr = volume_data_range(full, modality, ct_window)
             regions = np.asarray(partitioner(low), np.int32)
             for m in methods:
                 if isinstance(m, NetworkMethod):
