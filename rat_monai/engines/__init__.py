@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from .bundle_utils import (
     BundleUserError,
+    as_flag,
     datalist_split,
     ensure_dataset,
     epochs_for_iterations,

@@ -1,7 +1,8 @@
 # Copyright (c) rat-monai contributors
 # Licensed under the Apache License, Version 2.0
 """Small helpers the bundle configs call through ``$`` expressions: the data step of ``initialize`` (a simulated
-dataset on the first run), iteration budget, a datalist split, and which handlers run on which rank (finding a
+dataset on the first run), iteration budget, a datalist split, command-line switches read as booleans, and which
+handlers run on which rank (finding a
 checkpoint to resume from is ``rat_monai.engines.handlers.checkpoint``)."""
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from rat_monai.simulation import simulate_dataset
 from rat_monai.engines.handlers import ImagePanelHandler, RestorationMetricsWriter
 
 __all__ = [
+    "as_flag",
     "datalist_split",
     "ensure_dataset",
     "epochs_for_iterations",
@@ -147,6 +149,28 @@ class BundleUserError(SystemExit):
     def __init__(self, message: str) -> None:
         super().__init__(f"error: {message}")
         self.message = message
+
+
+_TRUE = ("true", "yes", "on", "1")
+_FALSE = ("false", "no", "off", "0")
+
+
+def as_flag(value: Any, name: str) -> bool:
+    """A bundle switch (``amp``, ``resume``, ``progress``, ...) as a bool, whatever the command line made of it.
+
+    ``python -m monai.bundle run ... --amp false`` hands the config the *string* ``'false'``, which Python reads as
+    true (only the literals ``False``/``True`` become booleans), so every use of a switch goes through this.
+
+    Raises:
+        BundleUserError: ``value`` is neither a bool, 0/1, nor one of true/false, yes/no, on/off (any case).
+    """
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+        return value.strip().lower() in _TRUE
+    raise BundleUserError(f"bundle setting '{name}' must be true or false, got {value!r}; e.g. --{name} false.")
 
 
 def datalist_split(datalist: str | Path, key: str = "training") -> list[dict]:

@@ -47,6 +47,36 @@ def test_train_config(bundle, enabled, tiny_overrides, tiny_datasets):
 
 
 @pytest.mark.parametrize("bundle", BUNDLES)
+@pytest.mark.parametrize("text, enabled", [("false", False), ("False", False), ("true", True), ("ON", True), ("0", False)])
+def test_switches_given_as_command_line_text(bundle, text, enabled, tiny_overrides, tiny_datasets):
+    """``monai.bundle run ... --amp false`` passes the string 'false' (truthy in Python): every switch reads it as
+    the bool it names, in the network, the trainer, the progress bar and the resume loader."""
+    modality = bundle.split("_")[1]
+    ov = dict(tiny_overrides, dataset_dir=tiny_datasets[modality], region_method="intensity")
+    parser = _parser(bundle, "train", dict(ov, amp=text, gradient_checkpointing=text, progress=text))
+    net = parser.get_parsed_content("network_def").net
+    assert net.amp is enabled and net.gradient_checkpointing is enabled
+    assert parser.get_parsed_content("train#trainer").amp is enabled
+    handlers = parser["train#handlers"]
+    progress = [i for i, h in enumerate(handlers) if isinstance(h, dict) and "_disabled_" in h]
+    assert progress and all(parser.get_parsed_content(f"train#handlers#{i}#_disabled_") is not enabled for i in progress)
+    # the resume switch alone (resuming for real needs a checkpoint): read where the loader reads it
+    parser = _parser(bundle, "train", dict(ov, resume=text))
+    switched = [i for i, h in enumerate(handlers) if isinstance(h, dict) and "enabled" in h]
+    assert switched and all(parser.get_parsed_content(f"train#handlers#{i}#enabled") is enabled for i in switched)
+    inference = _parser(bundle, "inference", {"amp": text, "use_regions": text})
+    assert inference.get_parsed_content("evaluator").amp is enabled
+
+
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_switch_with_a_typo_stops_the_run(bundle, tiny_overrides, tiny_datasets):
+    modality = bundle.split("_")[1]
+    ov = dict(tiny_overrides, dataset_dir=tiny_datasets[modality], region_method="intensity", amp="flase")
+    with pytest.raises(BaseException, match=r"'amp' must be true or false, got 'flase'"):
+        _parser(bundle, "train", ov).get_parsed_content("network_def")
+
+
+@pytest.mark.parametrize("bundle", BUNDLES)
 def test_inference_config(bundle):
     # a tiny untrained network: not the bundle's shipped weights (they fit the default network only)
     tiny = {"width": 8, "network_def#middle_blocks": 1, "network_def#layers_per_block": 1, "untrained": True}

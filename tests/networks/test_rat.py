@@ -174,6 +174,25 @@ class TestRAT(unittest.TestCase):
         randomise_weights(block)
         self.assertGreater((block(x) - x).abs().max().item(), 1e-3)
 
+    def test_zero_init_residual_starts_at_identity(self):
+        """zero_init_residual: the untrained network returns its input exactly, the default does not, and one
+        optimiser step moves it off the identity (the output convolution still learns)."""
+        x, regions = torch.randn(2, 1, 24, 20), torch.randint(0, 4, (2, 24, 20))
+        torch.manual_seed(0)
+        net = RAT(**SMALL, zero_init_residual=True)
+        torch.manual_seed(0)
+        default = RAT(**SMALL)
+        self.assertEqual(set(net.state_dict()), set(default.state_dict()))
+        with torch.no_grad():
+            torch.testing.assert_close(net(x, regions), x, atol=0, rtol=0)
+            self.assertGreater((default(x, regions) - x).abs().max().item(), 1e-3)
+        opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+        F.l1_loss(net(x, regions), x + 0.1 * torch.randn_like(x)).backward()
+        self.assertGreater(net.conv_out.weight.grad.abs().max().item(), 0.0)
+        opt.step()
+        with torch.no_grad():
+            self.assertGreater((net(x, regions) - x).abs().max().item(), 1e-5)
+
     def test_ill_arg(self):
         for kwargs, msg in (
             (dict(enc_blocks=(2, 2), dec_blocks=(2,)), "same number of levels"),
@@ -183,6 +202,7 @@ class TestRAT(unittest.TestCase):
             (dict(window_size=0), "window_size"),
             (dict(in_channels=0), "positive"),
             (dict(enc_blocks=(-1, 2)), ">= 0"),
+            (dict(out_channels=2, zero_init_residual=True), "global residual"),
         ):
             with self.assertRaisesRegex(ValueError, msg):
                 RAT(**{**SMALL, **kwargs})
