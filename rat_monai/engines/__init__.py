@@ -12,6 +12,9 @@ from .bundle_utils import (
     epochs_for_iterations,
     handlers_for_rank,
     iteration_budget,
+    metric_data_range,
+    metric_window,
+    windowed_pairs,
 )
 from .handlers import (
     ImagePanelHandler,
@@ -28,6 +31,7 @@ from .utils import PrepareBatchStackRegions
 
 __all__ = [
     "BundleUserError",
+    "as_flag",
     "ImagePanelHandler",
     "IterationLimitHandler",
     "PrepareBatchStackRegions",
@@ -42,5 +46,8 @@ __all__ = [
     "find_latest_checkpoint",
     "handlers_for_rank",
     "iteration_budget",
+    "metric_data_range",
+    "metric_window",
+    "windowed_pairs",
     "render_panel",
 ]

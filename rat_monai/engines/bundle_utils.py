@@ -23,12 +23,17 @@ from monai.handlers import (
     TensorBoardStatsHandler,
 )
 
-from rat_monai.data import load_datalist
+from rat_monai.data import load_datalist, normalize_units
+from rat_monai.data.modality import normalize_modality
 from rat_monai.simulation import simulate_dataset
 from rat_monai.engines.handlers import ImagePanelHandler, RestorationMetricsWriter
+from rat_monai.visualize import CT_WIDE_WINDOW
 
 __all__ = [
     "as_flag",
+    "metric_data_range",
+    "metric_window",
+    "windowed_pairs",
     "datalist_split",
     "ensure_dataset",
     "epochs_for_iterations",
@@ -171,6 +176,43 @@ def as_flag(value: Any, name: str) -> bool:
     if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
         return value.strip().lower() in _TRUE
     raise BundleUserError(f"bundle setting '{name}' must be true or false, got {value!r}; e.g. --{name} false.")
+
+
+def metric_window(modality: str, normalization: dict | None = None) -> tuple[float, float] | None:
+    """The window the validation metrics clip to, in normalised units: for CT the evaluation's HU window
+    (:data:`rat_monai.visualize.CT_WIDE_WINDOW`, -1000..1000 HU) through ``normalization``, so that air outside the
+    field of view (-3024 HU) or metal cannot dominate the PSNR that picks the checkpoint; None for PET (SUV is scored
+    unclipped, as in the evaluation)."""
+    if normalize_modality(modality) != "CT":
+        return None
+    low, high = (float(v) for v in normalize_units(torch.tensor(CT_WIDE_WINDOW, dtype=torch.float64), "ct",
+                                                   **(normalization or {})))  # fmt: skip
+    return low, high
+
+
+def metric_data_range(modality: str, normalization: dict | None = None) -> float:
+    """PSNR/SSIM data range of the validation metrics in normalised units: the width of :func:`metric_window` for CT
+    (2000 HU, as the evaluation), 1.0 for PET (SUV 10 with the default ``suv_scale``)."""
+    window = metric_window(modality, normalization)
+    return 1.0 if window is None else window[1] - window[0]
+
+
+def windowed_pairs(window: Sequence[float] | None, pred_key: str = "pred", label_key: str = "label"):
+    """An ignite ``output_transform``: ``(preds, labels)`` of a batch's output, both clipped to ``window``.
+
+    ``pred_key="image"`` scores the input (its first channel, without the region map) instead of the prediction.
+    """
+
+    def transform(output: Any) -> tuple[list, list]:
+        items = output if isinstance(output, list) else [output]
+        preds = [d[pred_key][:1] if pred_key != "pred" else d[pred_key] for d in items]
+        labels = [d[label_key] for d in items]
+        if window is not None:
+            preds = [p.clamp(window[0], window[1]) for p in preds]
+            labels = [y.clamp(window[0], window[1]) for y in labels]
+        return preds, labels
+
+    return transform
 
 
 def datalist_split(datalist: str | Path, key: str = "training") -> list[dict]:

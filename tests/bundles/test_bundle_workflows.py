@@ -59,10 +59,15 @@ def _configs(modality: str, *names: str) -> list[str]:
 
 
 def _identity_psnr(workflow: ConfigWorkflow) -> float:
-    """PSNR of the low-dose input itself on the validation split (what the restoration must beat)."""
+    """PSNR of the low-dose input itself on the validation split (what the restoration must beat), with the
+    validation metric's window (CT: -1000..1000 HU) and data range."""
     metric = PSNRMetric(max_val=workflow.parser.get_parsed_content("data_range"))
+    window = workflow.parser.get_parsed_content("metric_window")
     for sample in workflow.parser.get_parsed_content("validate#dataset"):
-        metric(sample["image"][None], sample["label"][None])
+        image, label = sample["image"][None], sample["label"][None]
+        if window is not None:
+            image, label = image.clamp(*window), label.clamp(*window)
+        metric(image, label)
     return float(metric.aggregate())
 
 

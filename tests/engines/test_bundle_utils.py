@@ -7,6 +7,7 @@ import tempfile
 import unittest
 from pathlib import Path
 
+import pytest
 import torch
 from ignite.handlers import ProgressBar
 from monai.handlers import CheckpointSaver, LrScheduleHandler, StatsHandler, ValidationHandler
@@ -15,12 +16,18 @@ from parameterized import parameterized
 from rat_monai.engines import (
     ImagePanelHandler,
     IterationLimitHandler,
+    BundleUserError,
     ResumableCheckpointSaver,
+    as_flag,
     ensure_dataset,
     epochs_for_iterations,
     handlers_for_rank,
     iteration_budget,
+    metric_data_range,
+    metric_window,
+    windowed_pairs,
 )
+from rat_monai.data import normalize_units
 
 # (max_iterations, epoch_length, expected epochs)
 EPOCH_CASES = [(1, 1, 1), (10, 3, 4), (9, 3, 3), (200000, 12345, 17), (5, 100, 1)]
@@ -99,8 +106,6 @@ BAD_DATALISTS = [
 
 
 def test_datalist_split_errors(tmp_path):
-    import pytest
-
     from rat_monai.engines import BundleUserError, datalist_split
 
     for name, content, message in BAD_DATALISTS:
@@ -129,3 +134,33 @@ def test_bad_datalist_in_monai_bundle_run_prints_one_message(tmp_path):
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert f"error: datalist {bad} is not valid JSON" in proc.stderr
+
+
+def test_as_flag():
+    for value, expected in ((True, True), (False, False), (1, True), (0, False), ("false", False), ("True", True),
+                            (" yes ", True), ("OFF", False), ("0", False)):  # fmt: skip
+        assert as_flag(value, "amp") is expected, value
+    for bad in ("maybe", 2, None, 0.5):
+        with pytest.raises(BundleUserError, match=r"'resume' must be true or false"):
+            as_flag(bad, "resume")
+
+
+def test_metric_window_matches_the_evaluation():
+    """CT validation metrics clip to -1000..1000 HU in the network's units (whatever the normalisation) with the
+    window width as data range: the trainer's PSNR is the evaluation's; PET is scored unclipped with range 1."""
+    for norm in ({"hu_min": -1024.0, "hu_max": 3072.0, "clip": True}, {"hu_min": -1024.0, "hu_max": -524.0}):
+        low, high = metric_window("ct", norm)
+        assert low == pytest.approx(float(normalize_units(torch.tensor(-1000.0), "ct", **norm)))
+        assert high == pytest.approx(float(normalize_units(torch.tensor(1000.0), "ct", **norm)))
+        assert metric_data_range("ct", norm) == pytest.approx(high - low)
+    assert metric_window("pet", {"suv_scale": 10.0}) is None and metric_data_range("PT") == 1.0
+    norm = {"hu_min": -1024.0, "hu_max": -524.0, "clip": False}
+    hu = torch.tensor([[[-3024.0, -1000.0, 40.0, 2500.0]]])
+    label = normalize_units(hu, "ct", **norm)
+    pred = normalize_units(hu + torch.tensor([[[500.0, 0.0, 10.0, 300.0]]]), "ct", **norm)
+    out = [{"pred": pred, "label": label, "image": torch.cat([pred, torch.zeros_like(pred)])}]
+    preds, labels = windowed_pairs(metric_window("ct", norm))(out)
+    # outside the window (FOV air, metal) the errors vanish; inside, the 10 HU error stays
+    torch.testing.assert_close((preds[0] - labels[0]) * 500.0, torch.tensor([[[0.0, 0.0, 10.0, 0.0]]]))
+    inputs, _ = windowed_pairs(None, pred_key="image")(out)
+    assert inputs[0].shape == pred.shape and torch.equal(inputs[0], pred)

@@ -9,6 +9,7 @@ import csv
 import logging
 import math
 from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +42,8 @@ class RestorationMetricsWriter:
             Defaults to 1.0.
         spatial_dims: 2 for slices. Defaults to 2.
         image_key, label_key, pred_key: keys in the engine output. Defaults to image / label / pred.
+        window: ``(low, high)`` in the same units: both images are clipped to it before scoring (CT: the
+            evaluation's HU window, see :func:`rat_monai.engines.metric_window`). Defaults to None (no clipping).
     """
 
     def __init__(
@@ -51,11 +54,13 @@ class RestorationMetricsWriter:
         image_key: str = "image",
         label_key: str = "label",
         pred_key: str = "pred",
+        window: Sequence[float] | None = None,
     ) -> None:
         if data_range <= 0:
             raise ValueError(f"data_range must be > 0, got {data_range}.")
         self.output_dir = Path(output_dir)
         self.data_range = float(data_range)
+        self.window = None if window is None else (float(window[0]), float(window[1]))
         self.spatial_dims = spatial_dims
         self.image_key, self.label_key, self.pred_key = image_key, label_key, pred_key
         self.psnr = PSNRMetric(max_val=self.data_range, reduction="none")
@@ -75,6 +80,8 @@ class RestorationMetricsWriter:
 
     def _score(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float, float]:
         x, y = x[None].float(), y[None].float()
+        if self.window is not None:
+            x, y = x.clamp(*self.window), y.clamp(*self.window)
         mse = float(torch.mean((x - y) ** 2))
         return float(self.psnr(x, y).mean()), float(self.ssim(x, y).mean()), mse
 
