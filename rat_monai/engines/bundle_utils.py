@@ -1,9 +1,9 @@
 # Copyright (c) rat-monai contributors
 # Licensed under the Apache License, Version 2.0
 """Small helpers the bundle configs call through ``$`` expressions: the data step of ``initialize`` (a simulated
-dataset on the first run), iteration budget, a datalist split, command-line switches read as booleans, and which
-handlers run on which rank (finding a
-checkpoint to resume from is ``rat_monai.engines.handlers.checkpoint``)."""
+dataset on the first run), iteration budget, a datalist split, command-line switches read as booleans, the
+validation metrics' window, and which handlers run on which rank (finding a checkpoint to resume from is
+``rat_monai.engines.handlers.checkpoint``)."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from rat_monai.data import load_datalist, normalize_units
 from rat_monai.data.modality import normalize_modality
 from rat_monai.simulation import simulate_dataset
 from rat_monai.engines.handlers import ImagePanelHandler, RestorationMetricsWriter
+from rat_monai.engines.handlers.utils import input_and_regions
 from rat_monai.visualize import CT_WIDE_WINDOW
 
 __all__ = [
@@ -197,20 +198,20 @@ def metric_data_range(modality: str, normalization: dict | None = None) -> float
     return 1.0 if window is None else window[1] - window[0]
 
 
-def windowed_pairs(window: Sequence[float] | None, pred_key: str = "pred", label_key: str = "label"):
+def windowed_pairs(window: Sequence[float] | None, score_input: bool = False):
     """An ignite ``output_transform``: ``(preds, labels)`` of a batch's output, both clipped to ``window``.
 
-    ``pred_key="image"`` scores the input (its first channel, without the region map) instead of the prediction.
+    ``score_input=True`` scores the low-dose input instead of the prediction (the identity baseline), without the
+    region map stacked onto it (:func:`~rat_monai.engines.handlers.utils.input_and_regions`).
     """
+
+    def clip(x: torch.Tensor) -> torch.Tensor:
+        return x if window is None else x.clamp(window[0], window[1])
 
     def transform(output: Any) -> tuple[list, list]:
         items = output if isinstance(output, list) else [output]
-        preds = [d[pred_key][:1] if pred_key != "pred" else d[pred_key] for d in items]
-        labels = [d[label_key] for d in items]
-        if window is not None:
-            preds = [p.clamp(window[0], window[1]) for p in preds]
-            labels = [y.clamp(window[0], window[1]) for y in labels]
-        return preds, labels
+        preds = [input_and_regions(d, None, "image", "pred", "regions")[0] if score_input else d["pred"] for d in items]
+        return [clip(p) for p in preds], [clip(d["label"]) for d in items]
 
     return transform
 

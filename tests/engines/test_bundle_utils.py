@@ -162,5 +162,5 @@ def test_metric_window_matches_the_evaluation():
     preds, labels = windowed_pairs(metric_window("ct", norm))(out)
     # outside the window (FOV air, metal) the errors vanish; inside, the 10 HU error stays
     torch.testing.assert_close((preds[0] - labels[0]) * 500.0, torch.tensor([[[0.0, 0.0, 10.0, 0.0]]]))
-    inputs, _ = windowed_pairs(None, pred_key="image")(out)
+    inputs, _ = windowed_pairs(None, score_input=True)(out)  # the input without its stacked region map
     assert inputs[0].shape == pred.shape and torch.equal(inputs[0], pred)
